@@ -1,0 +1,35 @@
+"""prefstream contracts: Kafka payloads, storage records and the dead-letter envelope."""
+
+from .base import Contract
+from .deadletter import DeadLetter
+from .events import (
+    INTERACTION_ADAPTER,
+    Click,
+    Feedback,
+    Impression,
+    Interaction,
+    InteractionBase,
+    PairwiseChoice,
+    Rating,
+    SummaryChanged,
+    TokenUsage,
+)
+from .items import Item
+from .records import SummaryRecord
+
+__all__ = [
+    "Click",
+    "Contract",
+    "DeadLetter",
+    "Feedback",
+    "INTERACTION_ADAPTER",
+    "Impression",
+    "Interaction",
+    "InteractionBase",
+    "Item",
+    "PairwiseChoice",
+    "Rating",
+    "SummaryChanged",
+    "SummaryRecord",
+    "TokenUsage",
+]

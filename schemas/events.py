@@ -1,0 +1,118 @@
+"""Kafka payloads.
+
+Input topic ``profiles.interactions.v1`` carries one of the ``Interaction*`` kinds (keyed by
+``user_id``); output topic ``profiles.summaries.v1`` carries :class:`SummaryChanged`.
+Every payload is a JSON object with a ``type`` discriminator and a ``schema_version``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, Field, TypeAdapter
+
+from .base import Contract
+from .items import MAX_TEXT_CHARS, Item
+
+Domain = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_-]*$",
+        description="Product domain: `news`, `books`, `movies` have trained renderings; "
+        "anything else renders generically.",
+    ),
+]
+UserId = Annotated[str, Field(min_length=1, max_length=256, pattern=r"\S")]
+EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"\S")]
+Query = Annotated[str | None, Field(default=None, max_length=MAX_TEXT_CHARS)]
+
+
+class InteractionBase(Contract):
+    """Fields common to every interaction kind."""
+
+    schema_version: Literal[1] = 1
+    event_id: EventId = Field(description="Globally unique id; duplicates are applied once.")
+    user_id: UserId
+    occurred_at: AwareDatetime = Field(description="When the user acted (timezone-aware).")
+    domain: Domain = "generic"
+
+
+class PairwiseChoice(InteractionBase):
+    """The user preferred ``chosen`` over ``rejected`` (A/B responses, side-by-side picks)."""
+
+    type: Literal["interaction.pairwise"] = "interaction.pairwise"
+    query: Query = None
+    chosen: Item
+    rejected: Item | None = Field(default=None, description="None renders `No negative sample.`")
+
+
+class Impression(InteractionBase):
+    """A feed impression: items shown together, some clicked, the rest skipped (news style)."""
+
+    type: Literal["interaction.impression"] = "interaction.impression"
+    query: Query = None
+    clicked: tuple[Item, ...] = Field(min_length=1, max_length=100)
+    skipped: tuple[Item, ...] = Field(default=(), max_length=500)
+
+
+class Rating(InteractionBase):
+    """An explicit rating; a threshold splits positives from negatives."""
+
+    type: Literal["interaction.rating"] = "interaction.rating"
+    query: Query = None
+    item: Item
+    rating: float = Field(ge=0)
+    scale_max: float = Field(default=5.0, gt=0)
+
+
+class Feedback(InteractionBase):
+    """A like or dislike of one item."""
+
+    type: Literal["interaction.feedback"] = "interaction.feedback"
+    query: Query = None
+    item: Item
+    signal: Literal["like", "dislike"]
+
+
+class Click(InteractionBase):
+    """A positive-only signal (click, purchase, long dwell): renders `No negative sample.`."""
+
+    type: Literal["interaction.click"] = "interaction.click"
+    query: Query = None
+    item: Item
+
+
+Interaction = Annotated[
+    PairwiseChoice | Impression | Rating | Feedback | Click, Field(discriminator="type")
+]
+INTERACTION_ADAPTER: TypeAdapter[Interaction] = TypeAdapter(Interaction)
+
+
+class TokenUsage(Contract):
+    """Token accounting of one model call (zero for the baseline engine)."""
+
+    prompt_tokens: int = Field(ge=0)
+    completion_tokens: int = Field(ge=0)
+
+
+class SummaryChanged(Contract):
+    """Published to ``profiles.summaries.v1`` (keyed by user_id) for every stored version."""
+
+    type: Literal["summary.changed"] = "summary.changed"
+    schema_version: Literal[1] = 1
+    event_id: EventId
+    user_id: UserId
+    version: int = Field(ge=1)
+    previous_version: int | None = Field(ge=1, description="None for a user's first summary.")
+    summary: str
+    model: str = Field(description="Model id that wrote the summary (or the baseline engine).")
+    window_id: str
+    event_ids: tuple[str, ...] = Field(description="Events this version consumed, in order.")
+    dropped_event_ids: tuple[str, ...] = Field(
+        default=(), description="Events of the window left out of the prompt (token budget)."
+    )
+    usage: TokenUsage
+    latency_ms: float = Field(ge=0, description="Wall time of the model call(s).")
+    occurred_at: AwareDatetime = Field(description="When the version was stored.")

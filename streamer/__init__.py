@@ -1,0 +1,3 @@
+"""prefstream: streaming natural-language preference profiles."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Cassandra profile store and schema migrations."""

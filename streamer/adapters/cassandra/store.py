@@ -1,0 +1,261 @@
+"""Cassandra implementation of :class:`~streamer.ports.ProfileStore`.
+
+Two tables (see ``migrations/``): ``summary_history`` keyed by ``(user_id, version)`` is the
+source of truth, ``summaries_current`` is the one-row-per-user read path.  ``append`` claims the
+version with a lightweight transaction on the history row (``IF NOT EXISTS``), so two writers
+cannot both win, then moves the current row forward with ``IF version < new`` (monotonic, so a
+lagging current row left by a crash is repaired by the next write).  Reads of the previous
+summary come from the history, so they never see a stale current row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import UTC
+from importlib import resources
+from typing import Any
+
+from cassandra import (
+    ConsistencyLevel,
+    OperationTimedOut,
+    ReadTimeout,
+    Unavailable,
+    WriteTimeout,
+)
+from cassandra.auth import PlainTextAuthProvider
+from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.query import PreparedStatement
+
+from schemas import SummaryRecord, TokenUsage
+
+from ...errors import StoreUnavailableError, VersionConflictError
+from ...settings import CassandraSettings
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout)
+
+_COLUMNS = (
+    "user_id, version, previous_version, summary, model, window_id, event_ids, "
+    "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at"
+)
+_PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS.split(","))
+
+
+def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
+    """Open a cluster connection (no keyspace), mapping failures to StoreUnavailableError."""
+    auth = None
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else ""
+        auth = PlainTextAuthProvider(settings.username, password)
+    cluster = Cluster(
+        settings.hosts,
+        port=settings.port,
+        auth_provider=auth,
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+        protocol_version=5,
+        connect_timeout=10,
+    )
+    try:
+        session = cluster.connect()
+    except NoHostAvailable as exc:
+        cluster.shutdown()
+        hosts = ",".join(settings.hosts)
+        raise StoreUnavailableError(
+            f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); is it running? "
+            "Locally: `make up`"
+        ) from exc
+    session.default_timeout = settings.request_timeout_s
+    return cluster, session
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """Numbered CQL migrations shipped with the package: (number, name, text)."""
+    out = []
+    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+        if entry.name.endswith(".cql"):
+            number = int(entry.name.split("_", 1)[0])
+            out.append((number, entry.name, entry.read_text()))
+    return sorted(out)
+
+
+def migrate(session: Session, settings: CassandraSettings) -> list[str]:
+    """Create the keyspace and apply pending migrations idempotently; return those applied."""
+    ks = settings.keyspace
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {settings.replication}"
+    )
+    session.execute(
+        f"CREATE TABLE IF NOT EXISTS {ks}.schema_migrations "
+        "(version int PRIMARY KEY, name text, applied_at timestamp)"
+    )
+    done = {row.version for row in session.execute(f"SELECT version FROM {ks}.schema_migrations")}
+    applied = []
+    for number, name, text in migrations():
+        if number in done:
+            continue
+        for statement in _split_cql(text.replace("{keyspace}", ks)):
+            session.execute(statement)
+        session.execute(
+            f"INSERT INTO {ks}.schema_migrations (version, name, applied_at) "
+            "VALUES (%s, %s, toTimestamp(now()))",
+            (number, name),
+        )
+        applied.append(name)
+        log.info("applied CQL migration %s", name)
+    return applied
+
+
+def _split_cql(text: str) -> list[str]:
+    lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+async def _execute(session: Session, statement: Any, params: Sequence[Any] = ()) -> list[Any]:
+    """Run a statement on the driver's threads and await it on the event loop."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[list[Any]] = loop.create_future()
+
+    def ok(rows: Any) -> None:
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(list(rows or [])))
+
+    def err(exc: BaseException) -> None:
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+
+    try:
+        response = session.execute_async(statement, params)
+        response.add_callbacks(ok, err)
+        return await future
+    except UNAVAILABLE as exc:
+        raise StoreUnavailableError(f"Cassandra unavailable: {exc}") from exc
+
+
+class CassandraProfileStore:
+    """Versioned user summaries in Cassandra."""
+
+    def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
+        self._cluster = cluster
+        self._session = session
+        ks = keyspace
+        prep = session.prepare
+        self._latest: PreparedStatement = prep(
+            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? LIMIT 1"
+        )
+        self._history: PreparedStatement = prep(
+            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ?"
+        )
+        self._current: PreparedStatement = prep(
+            f"SELECT {_COLUMNS} FROM {ks}.summaries_current WHERE user_id = ?"
+        )
+        self._claim: PreparedStatement = prep(
+            f"INSERT INTO {ks}.summary_history ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) IF NOT EXISTS"
+        )
+        self._advance: PreparedStatement = prep(
+            f"UPDATE {ks}.summaries_current SET version = ?, previous_version = ?, summary = ?, "
+            "model = ?, window_id = ?, event_ids = ?, dropped_event_ids = ?, prompt_tokens = ?, "
+            "completion_tokens = ?, latency_ms = ?, created_at = ? WHERE user_id = ? IF version < ?"
+        )
+        self._create: PreparedStatement = prep(
+            f"INSERT INTO {ks}.summaries_current ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
+            "IF NOT EXISTS"
+        )
+        for stmt in (self._claim, self._advance, self._create):
+            stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+            stmt.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
+        for stmt in (self._latest, self._history, self._current):
+            stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
+
+    @classmethod
+    def from_settings(cls, settings: CassandraSettings, *, migrate_schema: bool = True):
+        cluster, session = connect(settings)
+        try:
+            if migrate_schema:
+                migrate(session, settings)
+            return cls(cluster, session, settings.keyspace)
+        except Exception:
+            cluster.shutdown()
+            raise
+
+    async def get_current(self, user_id: str) -> SummaryRecord | None:
+        rows = await _execute(self._session, self._latest, (user_id,))
+        return _to_record(rows[0]) if rows else None
+
+    async def read_current_row(self, user_id: str) -> SummaryRecord | None:
+        """The ``summaries_current`` row (the read path), which may lag after a crash."""
+        rows = await _execute(self._session, self._current, (user_id,))
+        return _to_record(rows[0]) if rows else None
+
+    async def history(self, user_id: str) -> list[SummaryRecord]:
+        rows = await _execute(self._session, self._history, (user_id,))
+        return [_to_record(r) for r in reversed(rows)]
+
+    async def append(self, record: SummaryRecord) -> None:
+        latest = await self.get_current(record.user_id)
+        expected = latest.version if latest else None
+        if expected != record.previous_version:
+            raise VersionConflictError(
+                f"current version is {expected}, record expects {record.previous_version}"
+            )
+        values = _to_values(record)
+        rows = await _execute(self._session, self._claim, values)
+        if not rows or not rows[0].applied:
+            raise VersionConflictError(f"version {record.version} already exists")
+        await self._advance_current(record, values)
+
+    async def _advance_current(self, record: SummaryRecord, values: tuple[Any, ...]) -> None:
+        for _ in range(3):
+            rows = await _execute(
+                self._session, self._advance, (*values[1:], record.user_id, record.version)
+            )
+            if rows and rows[0].applied:
+                return
+            existing = rows[0].version if rows else None
+            if existing is not None:  # already at or beyond this version: nothing to do
+                return
+            rows = await _execute(self._session, self._create, values)
+            if rows and rows[0].applied:
+                return
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._cluster.shutdown)
+
+
+def _to_values(r: SummaryRecord) -> tuple[Any, ...]:
+    return (
+        r.user_id,
+        r.version,
+        r.previous_version,
+        r.summary,
+        r.model,
+        r.window_id,
+        list(r.event_ids),
+        list(r.dropped_event_ids),
+        r.usage.prompt_tokens,
+        r.usage.completion_tokens,
+        r.latency_ms,
+        r.created_at,
+    )
+
+
+def _to_record(row: Any) -> SummaryRecord:
+    created = row.created_at
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return SummaryRecord(
+        user_id=row.user_id,
+        version=row.version,
+        previous_version=row.previous_version,
+        summary=row.summary,
+        model=row.model,
+        window_id=row.window_id,
+        event_ids=tuple(row.event_ids or ()),
+        dropped_event_ids=tuple(row.dropped_event_ids or ()),
+        usage=TokenUsage(
+            prompt_tokens=row.prompt_tokens or 0, completion_tokens=row.completion_tokens or 0
+        ),
+        latency_ms=row.latency_ms or 0.0,
+        created_at=created,
+    )

@@ -1,0 +1,1 @@
+"""Kafka adapters: record codec, dead-letter and change-event publishing, topic admin."""

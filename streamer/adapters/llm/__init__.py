@@ -1,0 +1,1 @@
+"""Summary models: OpenAI-compatible servers (vLLM) and the CPU baseline."""

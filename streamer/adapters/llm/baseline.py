@@ -1,0 +1,36 @@
+"""The CPU baseline engine as a :class:`~streamer.ports.SummaryModel`.
+
+It is NOT AlignXplore+: it turns chosen-vs-rejected term statistics into sentences, so the demo
+runs on a laptop.  Its replies have the model's shape (``<think>...</think>`` then the summary)
+so they go through exactly the same parsing as real model output.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ...domain.baseline import BASELINE_MODEL_NAME, BaselineSummarizer
+from ...ports import ModelReply, UpdateRequest
+
+
+class BaselineSummaryModel:
+    """Deterministic, in-process, clearly labelled baseline."""
+
+    name = BASELINE_MODEL_NAME
+
+    def __init__(self) -> None:
+        self._summarizer = BaselineSummarizer()
+
+    async def generate(self, request: UpdateRequest) -> ModelReply:
+        started = time.perf_counter()
+        summary = self._summarizer.summarize(request.previous_summary, request.triples)
+        text = f"<think>\nbaseline: term statistics over {len(request.triples)} triples\n</think>\n\n{summary}"
+        return ModelReply(
+            text=text,
+            model=BASELINE_MODEL_NAME,
+            finish_reason="stop",
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Embedded SQLite profile store (demo and laptops)."""

@@ -1,0 +1,97 @@
+"""SQLite implementation of :class:`~streamer.ports.ProfileStore` for the embedded demo.
+
+Same contract as the Cassandra store: a history table keyed by (user_id, version) whose primary
+key makes a second writer of the same version fail, and a current table moved forward in the
+same transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+
+from schemas import SummaryRecord
+
+from ...errors import VersionConflictError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS summary_history (
+    user_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (user_id, version)
+);
+CREATE TABLE IF NOT EXISTS summaries_current (
+    user_id TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+"""
+
+
+class SqliteProfileStore:
+    """Versioned summaries in one SQLite file (or ``:memory:``)."""
+
+    def __init__(self, path: str | Path = ":memory:") -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.executescript(_SCHEMA)
+
+    async def get_current(self, user_id: str) -> SummaryRecord | None:
+        row = self._db.execute(
+            "SELECT record FROM summary_history WHERE user_id = ? ORDER BY version DESC LIMIT 1",
+            (user_id,),
+        ).fetchone()
+        return SummaryRecord.model_validate_json(row[0]) if row else None
+
+    async def history(self, user_id: str) -> list[SummaryRecord]:
+        rows = self._db.execute(
+            "SELECT record FROM summary_history WHERE user_id = ? ORDER BY version", (user_id,)
+        ).fetchall()
+        return [SummaryRecord.model_validate_json(r[0]) for r in rows]
+
+    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
+        """The version that was current at ``when``."""
+        found = None
+        for record in await self.history(user_id):
+            if record.created_at <= when:
+                found = record
+        return found
+
+    async def users(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT user_id FROM summaries_current ORDER BY 1")]
+
+    async def append(self, record: SummaryRecord) -> None:
+        doc = record.model_dump_json()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute(
+                "SELECT MAX(version) FROM summary_history WHERE user_id = ?", (record.user_id,)
+            ).fetchone()
+            if row[0] != record.previous_version:
+                raise VersionConflictError(
+                    f"current version is {row[0]}, record expects {record.previous_version}"
+                )
+            self._db.execute(
+                "INSERT INTO summary_history (user_id, version, record) VALUES (?, ?, ?)",
+                (record.user_id, record.version, doc),
+            )
+            self._db.execute(
+                "INSERT INTO summaries_current (user_id, version, record) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, "
+                "record = excluded.record WHERE excluded.version > summaries_current.version",
+                (record.user_id, record.version, doc),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.IntegrityError as exc:
+            self._db.execute("ROLLBACK")
+            raise VersionConflictError(f"version {record.version} already exists") from exc
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
+
+    async def aclose(self) -> None:
+        self._db.close()
+
+

@@ -1,0 +1,138 @@
+"""Composition root: the only module that wires settings, adapters and flows together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faust
+
+from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from .flows.update_profiles import UpdateFlow
+from .ports import ProfileStore, SummaryModel
+from .service import ProfileUpdater, UpdatePolicy
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_store(settings: Settings) -> ProfileStore:
+    """The configured profile store (connects and migrates Cassandra)."""
+    if settings.store == "sqlite":
+        from .adapters.sqlite.store import SqliteProfileStore
+
+        return SqliteProfileStore(settings.sqlite_path)
+    from .adapters.cassandra.store import CassandraProfileStore
+
+    return CassandraProfileStore.from_settings(settings.cassandra)
+
+
+def build_model(settings: Settings) -> SummaryModel:
+    """The configured summary model: the vLLM pool client, or the CPU baseline."""
+    if settings.model.engine == "baseline":
+        from .adapters.llm.baseline import BaselineSummaryModel
+
+        return BaselineSummaryModel()
+    from .adapters.llm.client import OpenAICompatSummaryModel
+
+    return OpenAICompatSummaryModel.from_settings(settings.model)
+
+
+def update_policy(settings: Settings) -> UpdatePolicy:
+    return UpdatePolicy(
+        rating_threshold=settings.window.rating_threshold,
+        max_summary_chars=settings.model.max_summary_chars,
+        output_attempts=settings.model.output_attempts,
+    )
+
+
+@dataclass
+class StreamerApp:
+    app: faust.App
+    flow: UpdateFlow
+    store: ProfileStore
+    model: SummaryModel
+
+
+def create_app(
+    settings: Settings,
+    *,
+    store: ProfileStore | None = None,
+    model: SummaryModel | None = None,
+) -> StreamerApp:
+    """Build the faust worker app with its flow and dependencies."""
+    kafka = settings.kafka
+    app = faust.App(
+        kafka.consumer_group,
+        broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap_servers.split(",")],
+        store="memory://",
+        autodiscover=False,
+        web_port=settings.web_port,
+        web_host="0.0.0.0",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        producer_acks=-1,
+        broker_commit_every=100,
+        broker_commit_interval=1.0,
+        logging_config=None,
+    )
+    store = store or build_store(settings)
+    model = model or build_model(settings)
+
+    async def send(topic: str, key: bytes | None, value: bytes | None, headers: Sequence) -> None:
+        await app.producer.send_and_wait(topic, key, value, None, None, list(headers))
+
+    updater = ProfileUpdater(
+        store, model, KafkaChangePublisher(send, kafka.output_topic), update_policy(settings)
+    )
+    flow = UpdateFlow(
+        updater,
+        DeadLetterPublisher(send, kafka.dead_letter_topic, consumer_group=kafka.consumer_group),
+        max_events=settings.window.max_events,
+        max_age_s=settings.window.max_age_s,
+        max_concurrency=settings.model.max_concurrency,
+        max_message_bytes=kafka.max_message_bytes,
+    )
+    topic = app.topic(
+        kafka.input_topic,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=kafka.partitions,
+    )
+
+    @app.agent(topic, name="update-profiles")
+    async def update_profiles(stream: faust.StreamT) -> None:
+        async for event in stream.noack().events():
+            await flow.handle(event)
+
+    tick_s = max(0.1, min(1.0, settings.window.max_age_s / 4 or 0.1))
+    app.timer(tick_s, name="close-aged-windows")(flow.tick)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
+        flow.on_revoked(set(revoked))
+
+    @app.page("/healthz")
+    async def healthz(web: object, request: object) -> object:
+        return web.json({"status": "ok"})  # type: ignore[attr-defined]
+
+    @app.page("/stats")
+    async def stats(web: object, request: object) -> object:
+        s = flow.stats
+        return web.json(  # type: ignore[attr-defined]
+            {
+                "consumed": s.consumed,
+                "dead_lettered": s.dead_lettered,
+                "duplicates": s.duplicates,
+                "outcomes": s.outcomes,
+                "failures": s.failures,
+                "pending_users": len(flow.book),
+                "pending_events": flow.book.pending_events(),
+                "in_flight": flow.book.in_flight,
+            }
+        )
+
+    return StreamerApp(app=app, flow=flow, store=store, model=model)

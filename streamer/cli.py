@@ -1,0 +1,208 @@
+"""`streamer` command line: the worker, the embedded replay, provisioning and reads."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from . import __version__
+from .errors import StreamerError
+from .settings import Settings
+
+log = logging.getLogger("streamer")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"invalid STREAMER_* configuration:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run the faust worker against Kafka, the store and the model pool."""
+    from faust import Worker
+
+    from .adapters.kafka.admin import ensure_topics
+    from .app import create_app
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    problems = asyncio.run(ensure_topics(settings.kafka))
+    for problem in problems:
+        log.error("topic mismatch: %s", problem)
+    if problems:
+        return 3
+    streamer_app = create_app(settings)
+    worker = Worker(streamer_app.app, loglevel=settings.log_level.lower(), quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Replay a JSONL clickstream through the domain code into SQLite (the embedded demo)."""
+    from .app import update_policy
+    from .replay import BUNDLED_SAMPLE, run_replay
+
+    settings = _settings()
+    _configure_logging("WARNING" if not args.verbose else "INFO")
+    if args.model_url:
+        from .adapters.llm.client import OpenAICompatSummaryModel
+
+        model = OpenAICompatSummaryModel([args.model_url], model=settings.model.model,
+                                         timeout_s=settings.model.timeout_s)
+    else:
+        from .adapters.llm.baseline import BaselineSummaryModel
+
+        model = BaselineSummaryModel()
+    path = Path(args.path) if args.path else BUNDLED_SAMPLE
+    if not path.exists():
+        print(f"no such file: {path} (generate one with `python -m streamer.sample`)",
+              file=sys.stderr)
+        return 2
+    run_replay(
+        path,
+        model=model,
+        sqlite_path=args.sqlite,
+        policy=update_policy(settings),
+        window_events=args.window_events,
+        window_age_s=args.window_age_s,
+        show_users=args.users,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_standin(args: argparse.Namespace, rest: list[str]) -> int:
+    """Run the OpenAI-compatible model stand-in (tests and benchmarks)."""
+    from .standin.__main__ import main as standin_main
+
+    return standin_main(rest)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create the keyspace and apply pending CQL migrations."""
+    from .adapters.cassandra.store import connect, migrate
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    cluster, session = connect(settings.cassandra)
+    try:
+        applied = migrate(session, settings.cassandra)
+    finally:
+        cluster.shutdown()
+    print(f"applied: {', '.join(applied) or 'nothing (schema up to date)'}")
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    """Create the input, output and dead-letter topics; report mismatches."""
+    from .adapters.kafka.admin import ensure_topics, topic_specs
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    problems = asyncio.run(ensure_topics(settings.kafka))
+    for spec in topic_specs(settings.kafka):
+        print(f"{spec.name}: partitions={spec.partitions} {spec.config}")
+    for problem in problems:
+        print(f"MISMATCH: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def cmd_read(args: argparse.Namespace) -> int:
+    """Print a user's current summary (`get`) or full history (`history`) as JSON."""
+    from .app import build_store
+
+    settings = _settings()
+    _configure_logging("WARNING")
+
+    async def _read() -> object:
+        store = build_store(settings)
+        try:
+            if args.command == "get":
+                record = await store.get_current(args.user_id)
+                return record.model_dump(mode="json") if record else None
+            return [r.model_dump(mode="json") for r in await store.history(args.user_id)]
+        finally:
+            await store.aclose()
+
+    result = asyncio.run(_read())
+    if result is None or result == []:
+        print(f"no summary for user {args.user_id!r}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamer",
+        description="prefstream: streaming natural-language preference profiles. "
+        "Configuration comes from STREAMER_* environment variables (see README).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("worker", help=cmd_worker.__doc__)
+    rp = sub.add_parser("replay", help=cmd_replay.__doc__)
+    rp.add_argument("path", nargs="?", help="JSONL file (default: the bundled sample)")
+    rp.add_argument("--model-url", help="OpenAI-compatible base URL instead of the baseline")
+    rp.add_argument("--sqlite", default="prefstream-demo.sqlite3", help="SQLite file to write")
+    rp.add_argument("--window-events", type=int, default=6, help="events per window")
+    rp.add_argument("--window-age-s", type=float, default=3 * 86400,
+                    help="max window age in EVENT time (seconds)")
+    rp.add_argument("--users", type=int, default=4, help="how many users' evolution to print")
+    rp.add_argument("--no-progress", action="store_true")
+    rp.add_argument("-v", "--verbose", action="store_true")
+    sub.add_parser("standin", help=cmd_standin.__doc__, add_help=False)
+    sub.add_parser("migrate", help=cmd_migrate.__doc__)
+    tp = sub.add_parser("topics", help=cmd_topics.__doc__)
+    tp.add_argument("action", choices=["ensure"])
+    for name in ("get", "history"):
+        p = sub.add_parser(name, help=cmd_read.__doc__)
+        p.add_argument("user_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["standin"]:
+        return cmd_standin(argparse.Namespace(), argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        # faust's Worker parses sys.argv itself; give it only the program name
+        sys.argv = sys.argv[:1]
+    handlers = {
+        "worker": cmd_worker,
+        "replay": cmd_replay,
+        "migrate": cmd_migrate,
+        "topics": cmd_topics,
+        "get": cmd_read,
+        "history": cmd_read,
+    }
+    try:
+        return handlers[args.command](args)
+    except StreamerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ConnectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

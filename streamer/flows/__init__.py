@@ -1,0 +1,1 @@
+"""Stream flows (faust agents): thin, decode -> domain -> ports."""

@@ -1,0 +1,127 @@
+"""The update flow: interactions in, summary versions and change events out.
+
+Input records are consumed with manual acknowledgement: a record is acknowledged (and so its
+offset becomes committable) only once it is dead-lettered, found to be a duplicate, or its
+window's version is stored and the change event is acknowledged by the broker.  A crash before
+that redelivers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..adapters.kafka.codec import decode_interaction
+from ..adapters.kafka.publish import DeadLetterPublisher
+from ..domain.windowing import WindowBook
+from ..errors import InvalidEventError
+from ..scheduler import Finished, WindowScheduler
+from ..service import ProfileUpdater
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FlowStats:
+    """Counters exposed to logs, readiness and tests."""
+
+    consumed: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+
+
+class UpdateFlow:
+    """Holds the windows and scheduler of one worker; the faust agent feeds it events."""
+
+    def __init__(
+        self,
+        updater: ProfileUpdater,
+        dead_letters: DeadLetterPublisher,
+        *,
+        max_events: int,
+        max_age_s: float,
+        max_concurrency: int,
+        max_message_bytes: int,
+    ) -> None:
+        self.dead_letters = dead_letters
+        self.max_message_bytes = max_message_bytes
+        self.book: WindowBook[Any] = WindowBook(max_events=max_events, max_age_s=max_age_s)
+        self.scheduler: WindowScheduler[Any] = WindowScheduler(
+            self.book,
+            updater,
+            max_concurrency=max_concurrency,
+            clock=time.monotonic,
+            on_finished=self._finished,
+        )
+        self.stats = FlowStats()
+        self._user_tp: dict[str, Any] = {}
+
+    async def handle(self, event: Any) -> None:
+        """Process one faust event (manual-ack stream)."""
+        message = event.message
+        self.stats.consumed += 1
+        try:
+            interaction = decode_interaction(
+                message.key, message.value, max_bytes=self.max_message_bytes
+            )
+        except InvalidEventError as exc:
+            await self.dead_letters.publish(
+                exc,
+                key=message.key,
+                value=message.value,
+                headers=_headers(message.headers),
+                source_topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+            )
+            self.stats.dead_lettered += 1
+            event.ack()
+            return
+        self._user_tp[interaction.user_id] = message.tp
+        if not await self.scheduler.offer(interaction, event):
+            self.stats.duplicates += 1
+            event.ack()
+
+    async def tick(self) -> None:
+        await self.scheduler.tick()
+
+    def on_revoked(self, revoked: set[Any]) -> None:
+        """Forget pending windows of partitions this worker lost; their new owner replays them
+        from the last committed offset."""
+        users = [u for u, tp in self._user_tp.items() if tp in revoked]
+        dropped = self.book.drop_users(users)
+        for u in users:
+            self._user_tp.pop(u, None)
+        if dropped:
+            log.info("rebalance: handed back %d pending events of %d users", dropped, len(users))
+
+    def _finished(self, finished: Finished[Any]) -> None:
+        if finished.error is not None:
+            self.stats.failures += 1
+            return
+        assert finished.result is not None
+        outcome = finished.result.outcome.value
+        self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+        record = finished.result.record
+        log.info(
+            "window done: outcome=%s events=%d version=%s latency_ms=%.0f",
+            outcome,
+            len(finished.window.events),
+            record.version if record else None,
+            record.latency_ms if record else 0.0,
+        )
+        if finished.completed:
+            for handle in finished.window.handles:
+                handle.ack()
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]

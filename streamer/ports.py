@@ -1,0 +1,70 @@
+"""The service's ports: what the domain needs from the outside world, as Protocols."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas import SummaryChanged, SummaryRecord
+
+from .domain.prompt import Prompt
+from .domain.triples import Triple
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateRequest:
+    """What a summary model is asked: the rendered prompt, and its structured inputs."""
+
+    prompt: Prompt
+    previous_summary: str | None
+    triples: tuple[Triple, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReply:
+    """Raw reply of one model call."""
+
+    text: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    latency_ms: float = 0.0
+
+
+class SummaryModel(Protocol):
+    """Turns (previous summary, new triples) into a reply ``<think>...</think>summary``."""
+
+    name: str
+
+    async def generate(self, request: UpdateRequest) -> ModelReply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ProfileStore(Protocol):
+    """Versioned summaries: a current row per user plus the full history."""
+
+    async def get_current(self, user_id: str) -> SummaryRecord | None: ...
+
+    async def append(self, record: SummaryRecord) -> None:
+        """Store ``record`` as the user's next version.
+
+        Must raise :class:`~streamer.errors.VersionConflictError` when version
+        ``record.version`` already exists or the current version is not
+        ``record.previous_version``: two writers can never both win.
+        """
+        ...
+
+    async def history(self, user_id: str) -> Sequence[SummaryRecord]:
+        """All versions of a user, oldest first."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class ChangePublisher(Protocol):
+    """Publishes one change event per stored version."""
+
+    async def publish(self, event: SummaryChanged) -> None: ...

@@ -1,0 +1,142 @@
+"""Drives windows through the update service with bounded concurrency and backpressure.
+
+Shared by the Kafka worker and the replay command.  ``offer`` blocks while all update slots are
+busy and a new window is due, so the caller (the stream) stops pulling events instead of
+buffering without bound; events of a user whose update is in flight wait in that user's next
+window.  A failed update gives its events back (with a backoff) so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from schemas import Interaction
+
+from .domain.windowing import Window, WindowBook
+from .errors import StreamerError
+from .service import Outcome, ProfileUpdater, UpdateResult
+
+log = logging.getLogger(__name__)
+
+H = TypeVar("H")
+
+
+@dataclass(frozen=True, slots=True)
+class Finished(Generic[H]):
+    """A window whose update ended: ``result`` on success, ``error`` when it will be retried."""
+
+    window: Window[H]
+    result: UpdateResult | None
+    error: BaseException | None
+
+    @property
+    def completed(self) -> bool:
+        """True when the window's events are done with (acknowledge them); False when they
+        went back to the user's pending window for a retry."""
+        return self.result is not None and self.result.outcome is not Outcome.REJECTED_OUTPUT
+
+
+class WindowScheduler(Generic[H]):
+    def __init__(
+        self,
+        book: WindowBook[H],
+        updater: ProfileUpdater,
+        *,
+        max_concurrency: int,
+        clock: Callable[[], float],
+        on_finished: Callable[[Finished[H]], None] = lambda f: None,
+        retry_backoff_s: float = 2.0,
+    ) -> None:
+        self.book = book
+        self.updater = updater
+        self.clock = clock
+        self.on_finished = on_finished
+        self.retry_backoff_s = retry_backoff_s
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.max_concurrency = max_concurrency
+
+    @property
+    def busy(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def saturated(self) -> bool:
+        return self._slots.locked()
+
+    async def offer(self, event: Interaction, handle: H, now: float | None = None) -> bool:
+        """Add an event to its user's window and start the update if the window closed.
+
+        Returns False for a duplicate of an event already pending or in flight.
+        """
+        now = self.clock() if now is None else now
+        added = self.book.add(event, handle, now)
+        if added and self.book.is_due(event.user_id, now):
+            await self._launch(event.user_id, now)
+        return added
+
+    async def tick(self, now: float | None = None) -> int:
+        """Start updates for every window closed by age; returns how many started."""
+        now = self.clock() if now is None else now
+        started = 0
+        for user_id in self.book.due(now):
+            if await self._launch(user_id, now):
+                started += 1
+        return started
+
+    async def _launch(self, user_id: str, now: float) -> bool:
+        await self._slots.acquire()  # backpressure: wait for a free update slot
+        if not self.book.is_due(user_id, now):  # state may have moved while we waited
+            self._slots.release()
+            return False
+        window = self.book.take(user_id)
+        task = asyncio.create_task(self._run(window), name=f"update-{window.window_id[:8]}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    async def _run(self, window: Window[H]) -> None:
+        try:
+            result = await self.updater.apply(window.user_id, window.events)
+        except (StreamerError, OSError) as exc:
+            log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
+            self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
+            self.on_finished(Finished(window, None, exc))
+        except Exception as exc:  # a bug: keep the events, surface loudly
+            log.exception("unexpected error in update; events kept for retry")
+            self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
+            self.on_finished(Finished(window, None, exc))
+        else:
+            if result.outcome is Outcome.REJECTED_OUTPUT:
+                self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
+            else:
+                self.book.complete(window)
+            self.on_finished(Finished(window, result, None))
+        finally:
+            self._slots.release()
+
+    async def flush(self, *, timeout_s: float | None = None, max_rounds: int = 5) -> None:
+        """Close every pending window now and wait until all updates ended (end of replay,
+        graceful shutdown).  Windows that still fail after ``max_rounds`` stay pending."""
+
+        async def _all() -> None:
+            for _ in range(max_rounds):
+                for user_id in self.book.all_users():
+                    pending_now = float("inf")
+                    if self.book.is_due(user_id, pending_now):
+                        await self._launch(user_id, pending_now)
+                if self._tasks:
+                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                    continue
+                if not any(self.book.is_due(u, float("inf")) for u in self.book.all_users()):
+                    return
+
+        await asyncio.wait_for(_all(), timeout_s)
+
+    async def wait_idle(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

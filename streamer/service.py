@@ -1,0 +1,182 @@
+"""The update service: one closed window in, one new summary version out.
+
+Used unchanged by the Kafka worker, the replay command and backfill.  It only talks to ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
+
+from .domain.output import OutputRejected, parse_summary
+from .domain.prompt import build_update_prompt
+from .domain.triples import to_triples
+from .domain.windowing import window_id
+from .errors import VersionConflictError
+from .ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, UpdateRequest
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(enum.StrEnum):
+    """What happened to a window; one per update, used by logs and metrics."""
+
+    UPDATED = "updated"
+    DUPLICATE = "duplicate"  # every event was already applied (a replayed window)
+    NO_TRIPLES = "no_triples"  # nothing the model could read (e.g. only unpaired dislikes)
+    REJECTED_OUTPUT = "rejected_output"  # the model never gave a usable summary
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    outcome: Outcome
+    user_id: str
+    record: SummaryRecord | None = None
+    attempts: int = 0
+    rejections: tuple[str, ...] = ()
+    skipped_event_ids: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePolicy:
+    """Knobs of the update service (from settings)."""
+
+    rating_threshold: float = 0.7
+    max_summary_chars: int = 8000
+    output_attempts: int = 3
+    output_backoff_s: float = 0.5
+    conflict_attempts: int = 5
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProfileUpdater:
+    """Applies windows of interactions to users' summaries."""
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        model: SummaryModel,
+        publisher: ChangePublisher,
+        policy: UpdatePolicy | None = None,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.store = store
+        self.model = model
+        self.publisher = publisher
+        self.policy = policy or UpdatePolicy()
+        self.clock = clock
+
+    async def apply(self, user_id: str, events: Sequence[Interaction]) -> UpdateResult:
+        """Apply a closed window; retries version conflicts by reloading the current version.
+
+        Raises transient errors (store or model unavailable) to the caller, which keeps the
+        window's events for a later attempt.
+        """
+        for _ in range(self.policy.conflict_attempts):
+            try:
+                return await self._apply_once(user_id, events)
+            except VersionConflictError:
+                log.info("version conflict for a user; reloading and retrying")
+        raise VersionConflictError(
+            f"gave up after {self.policy.conflict_attempts} version conflicts"
+        )
+
+    async def _apply_once(self, user_id: str, events: Sequence[Interaction]) -> UpdateResult:
+        current = await self.store.get_current(user_id)
+        applied = set(current.event_ids) if current else set()
+        fresh = [e for e in events if e.event_id not in applied]
+        if not fresh:
+            if current is not None:  # replayed window: make sure its change event went out
+                await self.publisher.publish(change_event(current))
+            return UpdateResult(Outcome.DUPLICATE, user_id, current)
+        conversion = to_triples(fresh, rating_threshold=self.policy.rating_threshold)
+        if not conversion.triples:
+            return UpdateResult(
+                Outcome.NO_TRIPLES, user_id, current, skipped_event_ids=conversion.unpaired_event_ids
+            )
+        previous = current.summary if current else None
+        request = UpdateRequest(
+            prompt=build_update_prompt(previous, conversion.triples),
+            previous_summary=previous,
+            triples=conversion.triples,
+        )
+        reply, summary, attempts, rejections = await self._generate(request)
+        if summary is None:
+            return UpdateResult(
+                Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
+            )
+        record = SummaryRecord(
+            user_id=user_id,
+            version=current.version + 1 if current else 1,
+            previous_version=current.version if current else None,
+            summary=summary,
+            model=reply.model,
+            window_id=window_id(user_id, (e.event_id for e in fresh)),
+            event_ids=tuple(e.event_id for e in fresh),
+            usage=TokenUsage(
+                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens
+            ),
+            latency_ms=reply.latency_ms,
+            created_at=self.clock(),
+        )
+        await self.store.append(record)
+        await self.publisher.publish(change_event(record))
+        return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections)
+
+    async def _generate(
+        self, request: UpdateRequest
+    ) -> tuple[ModelReply, str | None, int, tuple[str, ...]]:
+        rejections: list[str] = []
+        reply: ModelReply | None = None
+        latency = 0.0
+        for attempt in range(1, self.policy.output_attempts + 1):
+            reply = await self.model.generate(request)
+            latency += reply.latency_ms
+            try:
+                summary = parse_summary(
+                    reply.text,
+                    max_chars=self.policy.max_summary_chars,
+                    finish_reason=reply.finish_reason,
+                )
+            except OutputRejected as exc:
+                rejections.append(exc.code)
+                log.warning("model output rejected (%s), attempt %d", exc.code, attempt)
+                if attempt < self.policy.output_attempts:
+                    await asyncio.sleep(self.policy.output_backoff_s * 2 ** (attempt - 1))
+                continue
+            reply = ModelReply(
+                reply.text, reply.model, reply.prompt_tokens, reply.completion_tokens,
+                reply.finish_reason, latency,
+            )
+            return reply, summary, attempt, tuple(rejections)
+        assert reply is not None
+        return reply, None, self.policy.output_attempts, tuple(rejections)
+
+
+def change_event(record: SummaryRecord) -> SummaryChanged:
+    """The change event announcing a stored version (its id is derived, so replays match)."""
+    return SummaryChanged(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{record.user_id}/{record.version}")),
+        user_id=record.user_id,
+        version=record.version,
+        previous_version=record.previous_version,
+        summary=record.summary,
+        model=record.model,
+        window_id=record.window_id,
+        event_ids=record.event_ids,
+        dropped_event_ids=record.dropped_event_ids,
+        usage=record.usage,
+        latency_ms=record.latency_ms,
+        occurred_at=record.created_at,
+    )

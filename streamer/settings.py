@@ -1,0 +1,113 @@
+"""The one settings object.  Every field is read from ``STREAMER_<FIELD>`` (nested with ``__``).
+
+Complex values (lists) are JSON, e.g. ``STREAMER_MODEL__BASE_URLS='["http://vllm-0:8000/v1"]'``.
+Build :class:`Settings` once at start-up and pass it (or a part of it) down.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    """Comma-separated host:port list of the Kafka brokers."""
+    consumer_group: str = "prefstream"
+    """Consumer group (faust app id) shared by all workers."""
+    input_topic: str = "profiles.interactions.v1"
+    """Interaction events, keyed by user_id."""
+    output_topic: str = "profiles.summaries.v1"
+    """Summary-changed events, keyed by user_id."""
+    dead_letter_topic: str = "profiles.interactions.v1.dlq"
+    """Invalid input records, original bytes plus `x-dlq-*` headers."""
+    partitions: int = Field(8, ge=1)
+    """Partition count used when the worker or `streamer topics ensure` creates topics."""
+    replication_factor: int = Field(1, ge=1)
+    """Replication factor for created topics."""
+    max_message_bytes: int = Field(1_048_576, ge=1024)
+    """Input records larger than this are dead-lettered as `oversized`."""
+
+
+class CassandraSettings(_Section):
+    hosts: list[str] = ["127.0.0.1"]
+    """Contact points (JSON list)."""
+    port: int = 9042
+    """CQL native port."""
+    keyspace: str = "prefstream"
+    """Keyspace holding the summary tables."""
+    local_dc: str = "datacenter1"
+    """Local datacenter for DC-aware load balancing."""
+    replication: str = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    """Replication map used when the keyspace is created by `streamer migrate`."""
+    request_timeout_s: float = Field(30.0, gt=0)
+    """Per-request timeout."""
+    username: str | None = None
+    """Optional PlainText auth user."""
+    password: SecretStr | None = None
+    """Optional PlainText auth password."""
+
+
+class ModelSettings(_Section):
+    engine: Literal["openai", "baseline"] = "openai"
+    """`openai`: an OpenAI-compatible server (vLLM); `baseline`: the CPU term-statistics engine."""
+    base_urls: list[str] = ["http://127.0.0.1:8000/v1"]
+    """OpenAI-compatible endpoints (JSON list), e.g. the vLLM pool."""
+    model: str = "VanillaH1/AlignXplore-Plus"
+    """Model id sent in requests."""
+    api_key: SecretStr = SecretStr("EMPTY")
+    """Bearer token for the model servers."""
+    timeout_s: float = Field(300.0, gt=0)
+    """Timeout of one model call (thinking can take minutes on a busy GPU)."""
+    max_retries: int = Field(2, ge=0)
+    """Retries of a failed call (timeouts, 429, 5xx), on the next endpoint."""
+    max_concurrency: int = Field(16, ge=1)
+    """Model calls in flight per worker; when reached, the worker stops pulling events."""
+    temperature: float = 0.6
+    """Sampling temperature (the reference setting)."""
+    top_p: float = 0.95
+    """Nucleus sampling (reference)."""
+    top_k: int = 20
+    """Top-k sampling (reference; vLLM extension)."""
+    max_tokens: int = Field(4096, ge=1)
+    """Output allowance, thinking included (reference)."""
+    output_attempts: int = Field(3, ge=1)
+    """Attempts to get a well-formed reply before keeping the previous summary."""
+    max_summary_chars: int = Field(8000, ge=1)
+    """Replies whose summary is longer are rejected."""
+
+
+class WindowSettings(_Section):
+    max_events: int = Field(8, ge=1)
+    """A user's window closes when it holds this many events..."""
+    max_age_s: float = Field(30.0, ge=0)
+    """...or when its oldest event has waited this long (seconds)."""
+    rating_threshold: float = Field(0.7, ge=0, le=1)
+    """Ratings >= threshold x scale_max are positive."""
+
+
+class Settings(BaseSettings):
+    """prefstream configuration (environment prefix ``STREAMER_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMER_", env_nested_delimiter="__", extra="ignore", frozen=True
+    )
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level."""
+    web_port: int = 6066
+    """Worker HTTP port (faust web: health, readiness)."""
+    store: Literal["cassandra", "sqlite"] = "cassandra"
+    """Profile store: Cassandra in production, SQLite for the embedded demo."""
+    sqlite_path: str = "prefstream-demo.sqlite3"
+    """SQLite database file when `store=sqlite`."""
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    model: ModelSettings = ModelSettings()
+    window: WindowSettings = WindowSettings()

@@ -1,0 +1,795 @@
+"""An HTTP stand-in for ``vllm serve VanillaH1/AlignXplore-Plus`` (tests and benchmarks only).
+
+It speaks the subset of vLLM's OpenAI-compatible protocol that prefstream uses:
+
+- ``GET /v1/models``, ``POST /v1/chat/completions`` (non-streaming), ``POST /tokenize``,
+  ``GET /health``;
+- ``GET|POST /admin/faults``, ``GET /admin/stats``, ``POST /admin/reset`` to steer and observe it.
+
+The reply to an AlignXplore+ update prompt is ``<think>\\n{reasoning}\\n</think>\\n\\n{summary}``
+where the summary comes from :class:`~streamer.domain.baseline.BaselineSummarizer` (a term
+statistics baseline, *not* the real model). Latency (time to first token plus a per-token cost,
+optional seeded jitter), a FIFO concurrency limit with an optional bounded queue, and faults
+(HTTP errors, hangs, malformed output) are configurable so that clients can be tested against
+the failure modes of a real vLLM server. Token counts are approximations (see
+:func:`count_tokens`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+import uuid
+import zlib
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamer.domain.baseline import NEUTRAL_SUMMARY, BaselineSummarizer
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "STANDIN_KEY",
+    "FaultConfig",
+    "MalformedKind",
+    "Standin",
+    "StandinConfig",
+    "build_app",
+    "count_chat_tokens",
+    "count_tokens",
+    "parse_update_prompt",
+    "render_chat",
+    "running_standin",
+    "tokenize",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "VanillaH1/AlignXplore-Plus"
+DEFAULT_MAX_MODEL_LEN = 16384
+
+MalformedKind = Literal["no_think_close", "double_think_close", "empty_summary", "truncated"]
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class FaultConfig(BaseModel):
+    """Faults injected into ``POST /v1/chat/completions``; replaced whole by ``/admin/faults``.
+
+    Per request, in this order: ``fail_next`` (deterministic), then ``error_rate``, then
+    ``timeout_rate``, then ``malformed_rate``, each decided with the server's seeded RNG.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that a request is answered with ``error_status``."""
+    error_status: Literal[429, 500, 503] = 503
+    """HTTP status used by ``error_rate`` and ``fail_next``."""
+    timeout_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that a request hangs ``hang_s`` seconds, then the connection is closed."""
+    hang_s: float = Field(30.0, ge=0.0)
+    """How long a hung request waits before the connection is dropped without a response."""
+    malformed_rate: float = Field(0.0, ge=0.0, le=1.0)
+    """Probability that a successful reply is malformed as ``malformed_kind``."""
+    malformed_kind: MalformedKind = "no_think_close"
+    """Which malformed output to produce."""
+    fail_next: int = Field(0, ge=0)
+    """The next N chat requests fail with ``error_status`` (counts down)."""
+
+
+class StandinConfig(BaseModel):
+    """Start-up configuration of the stand-in (immutable; faults can change at run time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = DEFAULT_MODEL
+    """The one served model id, as listed by ``/v1/models``."""
+    max_model_len: int = Field(DEFAULT_MAX_MODEL_LEN, ge=16)
+    """Context length: prompt tokens + max_tokens above it is a 400, as in vLLM."""
+    ttft_ms: float = Field(0.0, ge=0.0)
+    """Time to first token, in milliseconds."""
+    per_token_ms: float = Field(0.0, ge=0.0)
+    """Extra time per completion token, in milliseconds."""
+    jitter_ms: float = Field(0.0, ge=0.0)
+    """Uniform jitter in [-jitter_ms, +jitter_ms] added to each latency (seeded RNG)."""
+    max_concurrency: int | None = Field(None, ge=1)
+    """Requests generating at once; the rest wait in a FIFO queue. ``None`` = unlimited."""
+    max_queue: int | None = Field(None, ge=0)
+    """Waiting requests allowed beyond ``max_concurrency``; more are answered 429."""
+    seed: int = 0
+    """Seed of the fault and jitter RNGs (reproducible runs)."""
+    faults: FaultConfig = Field(default_factory=FaultConfig)
+    """Initial fault configuration."""
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+_SPECIAL_IDS = {
+    "<|endoftext|>": 151643,
+    "<|im_start|>": 151644,
+    "<|im_end|>": 151645,
+    "<think>": 151667,
+    "</think>": 151668,
+}
+_TOKEN_RE = re.compile(
+    r"<\|[a-z_]{1,24}\|>|</?think>|[^\W\d_]+|\d|\n+|[ \t]{2,}|[^\w\s]|[^\S\n]",
+)
+_ASCII_WORD_CHUNK = 6
+_VOCAB = 151643
+
+
+def tokenize(text: str) -> list[str]:
+    """Split ``text`` into approximate Qwen3 token strings (deterministic, NOT exact).
+
+    Rules: chat special tokens and ``<think>``/``</think>`` are one token; ASCII words count one
+    token per started 6 characters; other words one token per character; every digit and every
+    punctuation mark is a token; a run of newlines is one token; single spaces are free (BPE
+    merges them into the next word), longer runs of blanks are one token. This tracks real
+    Qwen3 counts for English prose within roughly +-25 %.
+    """
+    pieces: list[str] = []
+    for match in _TOKEN_RE.finditer(text):
+        piece = match.group(0)
+        if piece == " " or piece == "\t":
+            continue
+        if piece[0].isalpha() and not piece.startswith("<"):
+            pieces.extend(_split_word(piece))
+        else:
+            pieces.append(piece)
+    return pieces
+
+
+def _split_word(word: str) -> list[str]:
+    if word.isascii():
+        return [word[i : i + _ASCII_WORD_CHUNK] for i in range(0, len(word), _ASCII_WORD_CHUNK)]
+    return list(word)
+
+
+def count_tokens(text: str) -> int:
+    """Approximate number of Qwen3 tokens in ``text`` (stable; see :func:`tokenize`)."""
+    return len(tokenize(text))
+
+
+def token_ids(pieces: list[str]) -> list[int]:
+    """Stable fake ids for token strings (real Qwen3 ids for the special tokens)."""
+    return [_SPECIAL_IDS.get(p, zlib.crc32(p.encode("utf-8")) % _VOCAB) for p in pieces]
+
+
+def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+    """Render messages as the Qwen3 chat template does (thinking mode, nothing prefilled)."""
+    parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
+    if add_generation_prompt:
+        parts.append("<|im_start|>assistant\n")
+    return "".join(parts)
+
+
+def count_chat_tokens(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> int:
+    """Approximate prompt tokens of a chat request (template wrapper included)."""
+    return count_tokens(render_chat(messages, add_generation_prompt))
+
+
+def _truncate_to_tokens(text: str, max_tokens: int) -> str:
+    """The longest prefix of ``text`` holding at most ``max_tokens`` approximate tokens."""
+    if max_tokens <= 0:
+        return ""
+    used = 0
+    for match in _TOKEN_RE.finditer(text):
+        piece = match.group(0)
+        if piece in (" ", "\t"):
+            continue
+        cost = len(_split_word(piece)) if piece[0].isalpha() and piece[0] != "<" else 1
+        if used + cost > max_tokens:
+            return text[: match.start()]
+        used += cost
+    return text
+
+
+# --------------------------------------------------------------------------- prompt parsing
+
+_PAST_MARKER = "=====Past Preference Summary====="
+_HISTORY_MARKER = "=====Interaction History====="
+_END_MARKER = "=====END====="
+_NOT_PROVIDED = "Not Provided."
+_TRIPLE_HEADER_RE = re.compile(r"(?m)^=====Tripl?e \d+=====[ \t]*\n")
+_TRIPLE_BODY_RE = re.compile(
+    r"\*QUERY:\*\n ?(?P<query>.*?)\n\*\*\*\*\*\n"
+    r"\*CHOSEN ITEM BY THE USER:\*\n(?P<chosen>.*?)\n\*\*\*\*\*\n"
+    r"\*REJECTED ITEM BY THE USER:\*\n(?P<rejected>.*)",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTriple:
+    """One triple read back from a rendered prompt."""
+
+    query: str
+    chosen: str
+    rejected: str
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedPrompt:
+    """The structured content of an AlignXplore+ update prompt."""
+
+    past_summary: str | None
+    triples: tuple[PromptTriple, ...]
+    skipped_blocks: int = 0
+
+
+def parse_update_prompt(user_text: str) -> ParsedPrompt | None:
+    """Read the past summary and triples back from an AlignXplore+ user message.
+
+    Returns ``None`` when the message is not in the expected format.
+    """
+    past_at = user_text.find(_PAST_MARKER)
+    history_at = user_text.find(_HISTORY_MARKER, past_at + 1) if past_at >= 0 else -1
+    end_at = user_text.rfind(_END_MARKER)
+    if past_at < 0 or history_at < 0 or end_at < history_at:
+        return None
+    past = user_text[past_at + len(_PAST_MARKER) : history_at].strip()
+    history = user_text[history_at + len(_HISTORY_MARKER) : end_at].strip("\n")
+    blocks = _TRIPLE_HEADER_RE.split(history)
+    if blocks[0].strip():
+        return None
+    triples: list[PromptTriple] = []
+    skipped = 0
+    for block in blocks[1:]:
+        match = _TRIPLE_BODY_RE.search(block.strip("\n"))
+        if match is None:
+            skipped += 1
+            continue
+        triples.append(
+            PromptTriple(match["query"].strip(), match["chosen"].strip(), match["rejected"].strip())
+        )
+    if skipped and not triples:
+        return None
+    return ParsedPrompt(
+        past_summary=None if past in ("", _NOT_PROVIDED) else past,
+        triples=tuple(triples),
+        skipped_blocks=skipped,
+    )
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def _reasoning(parsed: ParsedPrompt) -> str:
+    count = len(parsed.triples)
+    noun = "triple" if count == 1 else "triples"
+    past = "was provided" if parsed.past_summary else "was not provided"
+    return (
+        f"The past preference summary {past}. I read {count} interaction {noun} and compared "
+        "each chosen item with the rejected one, counting genres and title words. Then I "
+        "combined this evidence with the past summary, letting older evidence fade."
+    )
+
+
+def _answer_parts(
+    summarizer: BaselineSummarizer, messages: list[dict[str, str]]
+) -> tuple[str, str]:
+    """(reasoning, summary) for a chat request, generic when the prompt is not recognised."""
+    user_texts = [m["content"] for m in messages if m["role"] == "user"]
+    parsed = parse_update_prompt(user_texts[-1]) if user_texts else None
+    if parsed is None:
+        logger.warning(
+            "stand-in: request is not an AlignXplore+ update prompt (%d messages); "
+            "answering with a generic summary",
+            len(messages),
+        )
+        return (
+            "The request is not in the expected preference-update format, so I could not read "
+            "any interaction triples.",
+            NEUTRAL_SUMMARY,
+        )
+    if parsed.skipped_blocks:
+        logger.warning("stand-in: %d triple blocks could not be parsed", parsed.skipped_blocks)
+    return _reasoning(parsed), summarizer.summarize(parsed.past_summary, parsed.triples)
+
+
+def _compose(reasoning: str, summary: str, malformed: MalformedKind | None) -> tuple[str, str]:
+    """Build the completion text and finish reason, possibly malformed on purpose."""
+    if malformed == "no_think_close":
+        return f"<think>\n{reasoning}\n\n{summary}", "stop"
+    if malformed == "double_think_close":
+        return (
+            f"<think>\n{reasoning}\n</think>\n\nOn second thought.\n</think>\n\n{summary}",
+            "stop",
+        )
+    if malformed == "empty_summary":
+        return f"<think>\n{reasoning}\n</think>\n\n", "stop"
+    if malformed == "truncated":
+        partial = _truncate_to_tokens(reasoning, max(1, count_tokens(reasoning) // 2))
+        return f"<think>\n{partial}", "length"
+    return f"<think>\n{reasoning}\n</think>\n\n{summary}", "stop"
+
+
+# --------------------------------------------------------------------------- runtime state
+
+
+class _RequestError(Exception):
+    """An OpenAI-style error answer."""
+
+    def __init__(self, status: int, message: str, err_type: str, param: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.err_type = err_type
+        self.param = param
+
+
+class FifoLimiter:
+    """A strictly first-in-first-out concurrency limiter (``None`` limit = unlimited)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self._limit = limit
+        self._active = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a slot."""
+        return len(self._waiters)
+
+    def must_wait(self) -> bool:
+        """Whether an arriving request would have to queue."""
+        return self._limit is not None and (self._active >= self._limit or bool(self._waiters))
+
+    async def acquire(self) -> None:
+        """Take a slot, waiting in arrival order if none is free."""
+        if not self.must_wait():
+            self._active += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed over just before the cancel
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        """Free a slot, handing it to the oldest waiter if any."""
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self._active -= 1
+
+
+@dataclass
+class _Stats:
+    """Request counters for ``/admin/stats`` (admin endpoints are not counted)."""
+
+    total_requests: int = 0
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_endpoint: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    max_queued: int = 0
+    dropped_connections: int = 0
+    completion_tokens: int = 0
+    prompt_tokens: int = 0
+
+    def snapshot(self, queued: int) -> dict[str, Any]:
+        return {
+            "total_requests": self.total_requests,
+            "by_status": dict(sorted(self.by_status.items())),
+            "by_endpoint": dict(sorted(self.by_endpoint.items())),
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "queued": queued,
+            "max_queued": self.max_queued,
+            "dropped_connections": self.dropped_connections,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+
+_FaultDecision = tuple[Literal["error"], int] | tuple[Literal["hang"], float] | None
+
+_DROPPED_STATUS = 499  # internal marker: the connection was aborted without an answer
+
+
+class Standin:
+    """All mutable state of one stand-in server; the request handlers are its methods."""
+
+    def __init__(self, config: StandinConfig) -> None:
+        self.config = config
+        self.faults = config.faults.model_copy()
+        self.stats = _Stats()
+        self.limiter = FifoLimiter(config.max_concurrency)
+        self.summarizer = BaselineSummarizer()
+        self._fault_rng = random.Random(config.seed)
+        self._jitter_rng = random.Random(config.seed + 1)
+        self.started_at = int(time.time())
+
+    # ---- fault and latency decisions
+
+    def decide_fault(self) -> tuple[_FaultDecision, MalformedKind | None]:
+        """Draw this request's fault; always draws three numbers so runs stay reproducible."""
+        faults = self.faults
+        rolls = [self._fault_rng.random() for _ in range(3)]
+        malformed = faults.malformed_kind if rolls[2] < faults.malformed_rate else None
+        if faults.fail_next > 0:
+            self.faults = faults.model_copy(update={"fail_next": faults.fail_next - 1})
+            return ("error", faults.error_status), None
+        if rolls[0] < faults.error_rate:
+            return ("error", faults.error_status), None
+        if rolls[1] < faults.timeout_rate:
+            return ("hang", faults.hang_s), None
+        return None, malformed
+
+    def latency_s(self, completion_tokens: int) -> float:
+        """Simulated generation time: TTFT + per-token cost (+ seeded jitter)."""
+        cfg = self.config
+        ms = cfg.ttft_ms + cfg.per_token_ms * completion_tokens
+        if cfg.jitter_ms:
+            ms += self._jitter_rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)
+        return max(0.0, ms) / 1000.0
+
+    # ---- middleware
+
+    @web.middleware
+    async def stats_middleware(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Count requests by endpoint and status, and turn errors into OpenAI error JSON."""
+        counted = not request.path.startswith("/admin")
+        if counted:
+            self.stats.total_requests += 1
+            self.stats.by_endpoint[_endpoint_name(request)] += 1
+        try:
+            response = await handler(request)
+        except _RequestError as exc:
+            response = _error_response(exc.status, exc.message, exc.err_type, exc.param)
+        except web.HTTPException as exc:
+            if counted:
+                self.stats.by_status[str(exc.status)] += 1
+            raise
+        if counted:
+            if response.status == _DROPPED_STATUS:
+                self.stats.dropped_connections += 1
+                self.stats.by_status["dropped"] += 1
+            else:
+                self.stats.by_status[str(response.status)] += 1
+        return response
+
+    # ---- OpenAI / vLLM endpoints
+
+    async def health(self, request: web.Request) -> web.Response:
+        """``GET /health``: 200 with an empty body, as vLLM."""
+        return web.Response(status=200)
+
+    async def models(self, request: web.Request) -> web.Response:
+        """``GET /v1/models``: the single served model."""
+        model = self.config.model
+        card = {
+            "id": model,
+            "object": "model",
+            "created": self.started_at,
+            "owned_by": "vllm",
+            "root": model,
+            "parent": None,
+            "max_model_len": self.config.max_model_len,
+            "permission": [],
+        }
+        return web.json_response({"object": "list", "data": [card]})
+
+    async def tokenize(self, request: web.Request) -> web.Response:
+        """``POST /tokenize``: vLLM's shape, with approximate Qwen3 tokens."""
+        body = await _read_json(request)
+        self._check_model(body.get("model"))
+        if "messages" in body:
+            messages = _validate_messages(body["messages"])
+            text = render_chat(messages, bool(body.get("add_generation_prompt", True)))
+        elif isinstance(body.get("prompt"), str):
+            text = body["prompt"]
+        else:
+            raise _RequestError(
+                400, "Either 'prompt' or 'messages' is required.", "BadRequestError"
+            )
+        pieces = tokenize(text)
+        return web.json_response(
+            {
+                "count": len(pieces),
+                "max_model_len": self.config.max_model_len,
+                "tokens": token_ids(pieces),
+                "token_strs": pieces if body.get("return_token_strs") else None,
+            }
+        )
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/chat/completions`` (non-streaming)."""
+        body = await _read_json(request)
+        model = self._check_model(body.get("model"))
+        messages = _validate_messages(body.get("messages"))
+        if body.get("stream"):
+            raise _RequestError(
+                400, "stream=true is not supported by the stand-in.", "BadRequestError", "stream"
+            )
+        prompt_tokens = count_chat_tokens(messages)
+        max_tokens = self._check_length(prompt_tokens, _max_tokens(body))
+
+        fault, malformed = self.decide_fault()
+        if fault is not None and fault[0] == "error":
+            return _injected_error(fault[1])
+        if fault is not None and fault[0] == "hang":
+            return await self._hang(request, fault[1])
+        if self.limiter.must_wait() and self.config.max_queue is not None:
+            if self.limiter.waiting >= self.config.max_queue:
+                raise _RequestError(
+                    429, "The server is busy: request queue is full.", "RateLimitError"
+                )
+        if self.limiter.must_wait():
+            self.stats.max_queued = max(self.stats.max_queued, self.limiter.waiting + 1)
+        await self.limiter.acquire()
+        try:
+            return await self._generate(model, messages, prompt_tokens, max_tokens, malformed)
+        finally:
+            self.limiter.release()
+
+    async def _generate(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        prompt_tokens: int,
+        max_tokens: int,
+        malformed: MalformedKind | None,
+    ) -> web.Response:
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            reasoning, summary = _answer_parts(self.summarizer, messages)
+            content, finish_reason = _compose(reasoning, summary, malformed)
+            if count_tokens(content) > max_tokens:
+                content, finish_reason = _truncate_to_tokens(content, max_tokens), "length"
+            completion_tokens = count_tokens(content)
+            await asyncio.sleep(self.latency_s(completion_tokens))
+        finally:
+            self.stats.in_flight -= 1
+        self.stats.prompt_tokens += prompt_tokens
+        self.stats.completion_tokens += completion_tokens
+        return web.json_response(
+            _completion_body(model, content, finish_reason, prompt_tokens, completion_tokens)
+        )
+
+    async def _hang(self, request: web.Request, hang_s: float) -> web.Response:
+        """Wait, then drop the connection without an answer (no concurrency slot is held)."""
+        logger.info("stand-in: injected hang of %.1fs", hang_s)
+        await asyncio.sleep(hang_s)
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=_DROPPED_STATUS)
+
+    def _check_model(self, model: Any) -> str:
+        if model is None:
+            return self.config.model
+        if model != self.config.model:
+            raise _RequestError(
+                404, f"The model `{model}` does not exist.", "NotFoundError", "model"
+            )
+        return model
+
+    def _check_length(self, prompt_tokens: int, max_tokens: int | None) -> int:
+        limit = self.config.max_model_len
+        if max_tokens is None:
+            if prompt_tokens >= limit:
+                raise _RequestError(
+                    400,
+                    f"This model's maximum context length is {limit} tokens. However, your "
+                    f"request has {prompt_tokens} input tokens. Please reduce the length of the "
+                    "input messages.",
+                    "BadRequestError",
+                )
+            return limit - prompt_tokens
+        if prompt_tokens + max_tokens > limit:
+            raise _RequestError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, "
+                f"{max_tokens} in the completion). Please reduce the length of the messages or "
+                "completion.",
+                "BadRequestError",
+            )
+        return max_tokens
+
+    # ---- admin endpoints
+
+    async def get_faults(self, request: web.Request) -> web.Response:
+        """``GET /admin/faults``: the current fault configuration."""
+        return web.json_response(self.faults.model_dump())
+
+    async def set_faults(self, request: web.Request) -> web.Response:
+        """``POST /admin/faults``: replace the fault configuration (omitted fields = defaults)."""
+        body = await _read_json(request)
+        try:
+            self.faults = FaultConfig.model_validate(body)
+        except ValidationError as exc:
+            raise _RequestError(
+                400, f"Invalid fault configuration: {exc}", "BadRequestError"
+            ) from exc
+        logger.info("stand-in: faults set to %s", self.faults.model_dump())
+        return web.json_response(self.faults.model_dump())
+
+    async def get_stats(self, request: web.Request) -> web.Response:
+        """``GET /admin/stats``: request counters."""
+        return web.json_response(self.stats.snapshot(self.limiter.waiting))
+
+    async def reset_stats(self, request: web.Request) -> web.Response:
+        """``POST /admin/reset``: zero the counters (requests in flight stay counted)."""
+        in_flight = self.stats.in_flight
+        self.stats = _Stats(in_flight=in_flight, max_in_flight=in_flight)
+        return web.json_response(self.stats.snapshot(self.limiter.waiting))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _endpoint_name(request: web.Request) -> str:
+    route = request.match_info.route
+    resource = route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+async def _read_json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError as exc:
+        raise _RequestError(400, f"Invalid JSON body: {exc}", "BadRequestError") from exc
+    if not isinstance(body, dict):
+        raise _RequestError(400, "The JSON body must be an object.", "BadRequestError")
+    return body
+
+
+def _validate_messages(raw: Any) -> list[dict[str, str]]:
+    """Messages as ``{"role", "content"}`` with text content (parts lists are joined)."""
+    if not isinstance(raw, list) or not raw:
+        raise _RequestError(
+            400, "'messages' must be a non-empty list.", "BadRequestError", "messages"
+        )
+    messages: list[dict[str, str]] = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("role"), str):
+            raise _RequestError(
+                400, "Each message needs a string 'role'.", "BadRequestError", "messages"
+            )
+        messages.append({"role": item["role"], "content": _content_text(item.get("content"))})
+    return messages
+
+
+def _content_text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            part.get("text", "")
+            for part in content
+            if isinstance(part, dict) and part.get("type") == "text"
+        )
+    raise _RequestError(
+        400, "Message 'content' must be a string or a list of parts.", "BadRequestError", "messages"
+    )
+
+
+def _max_tokens(body: dict[str, Any]) -> int | None:
+    value = body.get("max_completion_tokens")
+    if value is None:
+        value = body.get("max_tokens")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _RequestError(
+            400, "max_tokens must be a positive integer.", "BadRequestError", "max_tokens"
+        )
+    return value
+
+
+def _error_response(
+    status: int, message: str, err_type: str, param: str | None = None
+) -> web.Response:
+    """vLLM's error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
+    payload = {"error": {"message": message, "type": err_type, "param": param, "code": status}}
+    return web.json_response(payload, status=status)
+
+
+_INJECTED_ERRORS = {
+    429: ("RateLimitError", "Injected fault: too many requests."),
+    500: ("InternalServerError", "Injected fault: internal server error."),
+    503: ("ServiceUnavailableError", "Injected fault: service unavailable."),
+}
+
+
+def _injected_error(status: int) -> web.Response:
+    err_type, message = _INJECTED_ERRORS.get(status, ("InternalServerError", "Injected fault."))
+    return _error_response(status, message, err_type)
+
+
+def _completion_body(
+    model: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": content,
+                    "reasoning_content": None,
+                    "tool_calls": [],
+                },
+                "logprobs": None,
+                "finish_reason": finish_reason,
+                "stop_reason": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": None,
+        },
+        "prompt_logprobs": None,
+    }
+
+
+# --------------------------------------------------------------------------- app factory
+
+STANDIN_KEY: web.AppKey[Standin] = web.AppKey("standin", Standin)
+
+
+def build_app(config: StandinConfig | None = None) -> web.Application:
+    """Create the aiohttp application; its state is ``app[STANDIN_KEY]``."""
+    standin = Standin(config or StandinConfig())
+    app = web.Application(middlewares=[standin.stats_middleware])
+    app[STANDIN_KEY] = standin
+    app.router.add_get("/health", standin.health)
+    app.router.add_get("/v1/models", standin.models)
+    app.router.add_post("/v1/chat/completions", standin.chat_completions)
+    app.router.add_post("/tokenize", standin.tokenize)
+    app.router.add_get("/admin/faults", standin.get_faults)
+    app.router.add_post("/admin/faults", standin.set_faults)
+    app.router.add_get("/admin/stats", standin.get_stats)
+    app.router.add_post("/admin/reset", standin.reset_stats)
+    return app
+
+
+@asynccontextmanager
+async def running_standin(
+    config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve the stand-in on ``host:port`` (0 = any free port); yield its base URL."""
+    runner = web.AppRunner(build_app(config), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        if ":" in bound_host:
+            bound_host = f"[{bound_host}]"
+        yield f"http://{bound_host}:{bound_port}"
+    finally:
+        await runner.cleanup()

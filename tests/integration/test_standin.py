@@ -1,0 +1,395 @@
+"""Integration tests of the model stand-in over real HTTP (httpx against ``running_standin``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from streamer.domain.baseline import BASELINE_HEADER
+from streamer.standin import DEFAULT_MODEL, StandinConfig, count_tokens, running_standin
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# The AlignXplore+ prompt, rebuilt here from docs/alignxplore-plus.md section 1 (byte-exact).
+SYSTEM_PROMPT = (
+    "You are an expert User Preference Analyst. Your sole task is to analyze a user's past "
+    "preference summary (possibly not provided) and new interaction history and summarize the "
+    "user preferences.\n\nThe user's history will be provided as a sequence of triples, where "
+    "each triple is `(QUERY, CHOSEN ITEM BY THE USER, REJECTED ITEM BY THE USER)`.\n\nDo not "
+    "include any introductory phrases, greetings, or any other text outside of this specified "
+    "structure."
+)
+USER_HEAD = (
+    "Analyze the past preference summary and the following user interaction history to "
+    "summarize the comprehensive user preferences in concise language. If past preferences are "
+    "provided, adjust the preferences by combining past preferences with those reflected in "
+    "current behavior, removing conflicting parts, and integrating new insights. If no past "
+    "preferences are provided, derive the final preferences solely from user behavior. The "
+    "user's history will be provided as a sequence of triples, where each triple is `(QUERY, "
+    "CHOSEN ITEM BY THE USER, REJECTED ITEM BY THE USER)`.\n"
+)
+USER_TAIL = (
+    "Now, given the above user's past prefernce summary and the interaction history, "
+    "summarize the user preferences."
+)
+MOVIES_QUERY = "Please recommend some movies to me."
+
+
+def render_user(past: str | None, triples: Sequence[tuple[str, str, str]]) -> str:
+    """The AlignXplore+ streaming user message for a past summary and (q, chosen, rejected)."""
+    blocks = "\n\n".join(
+        f"=====Triple {i}=====\n\n*QUERY:*\n {q}\n*****\n*CHOSEN ITEM BY THE USER:*\n{c}"
+        f"\n*****\n*REJECTED ITEM BY THE USER:*\n{r}"
+        for i, (q, c, r) in enumerate(triples, start=1)
+    )
+    text = (
+        f"{USER_HEAD}=====Past Preference Summary=====\n\n{past or 'Not Provided.'}\n\n"
+        f"=====Interaction History=====\n{blocks}\n\n=====END=====\n\n{USER_TAIL}"
+    )
+    return text.strip()
+
+
+def update_messages(
+    past: str | None = None, triples: Sequence[tuple[str, str, str]] | None = None
+) -> list[dict[str, str]]:
+    if triples is None:
+        triples = scifi_triples(3)
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": render_user(past, triples)},
+    ]
+
+
+def scifi_triples(n: int) -> list[tuple[str, str, str]]:
+    return [
+        (
+            MOVIES_QUERY,
+            f"Title: Orbit Station {i} (1999), Genres: Sci-Fi|Thriller",
+            f"Title: Harbor Lights {i} (2004), Genres: Drama|Romance",
+        )
+        for i in range(n)
+    ]
+
+
+def chat_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": DEFAULT_MODEL,
+        "messages": update_messages(),
+        "max_tokens": 4096,
+        "temperature": 0.6,
+        "top_p": 0.95,
+        "top_k": 20,
+        "n": 1,
+        "seed": 42,
+    }
+    body.update(overrides)
+    return body
+
+
+async def chat(client: httpx.AsyncClient, **overrides: Any) -> httpx.Response:
+    return await client.post("/v1/chat/completions", json=chat_body(**overrides))
+
+
+def client_for(base_url: str, timeout_s: float = 20.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, timeout=timeout_s)
+
+
+def content_of(response: httpx.Response) -> str:
+    return response.json()["choices"][0]["message"]["content"]
+
+
+async def test_health_and_models_list() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        assert url.startswith("http://127.0.0.1:")
+        assert (await client.get("/health")).status_code == 200
+        models = (await client.get("/v1/models")).json()
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"]] == ["VanillaH1/AlignXplore-Plus"]
+    assert models["data"][0]["max_model_len"] == 16384
+
+
+async def test_model_id_is_configurable() -> None:
+    async with running_standin(StandinConfig(model="local/other")) as url, client_for(url) as c:
+        models = (await c.get("/v1/models")).json()
+        ok = await chat(c, model="local/other")
+    assert [m["id"] for m in models["data"]] == ["local/other"]
+    assert ok.status_code == 200 and ok.json()["model"] == "local/other"
+
+
+async def test_chat_completion_answers_an_update_prompt_in_model_format() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        response = await chat(client)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["object"] == "chat.completion"
+    assert body["id"].startswith("chatcmpl-")
+    assert isinstance(body["created"], int)
+    assert body["model"] == DEFAULT_MODEL
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "stop"
+    assert choice["message"]["role"] == "assistant"
+    content = choice["message"]["content"]
+    assert content.startswith("<think>\n")
+    assert content.count("<think>") == 1 and content.count("</think>") == 1
+    reasoning, tail = content.split("</think>")
+    assert "read 3 interaction triples" in reasoning
+    assert tail.startswith("\n\n")
+    summary = tail.strip()
+    assert summary.startswith(BASELINE_HEADER)
+    assert "sci-fi" in summary and "romance" in summary
+    usage = body["usage"]
+    assert usage["completion_tokens"] == count_tokens(content)
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["prompt_tokens"] > count_tokens(render_user(None, scifi_triples(3)))
+
+
+async def test_past_summary_from_the_prompt_is_combined_with_new_triples() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        first = content_of(await chat(client)).split("</think>")[-1].strip()
+        second_reply = await chat(client, messages=update_messages(first, scifi_triples(2)))
+    second = content_of(second_reply)
+    assert "The past preference summary was provided." in second
+    assert "read 2 interaction triples" in second
+    assert "Built from 5 interactions so far." in second
+
+
+async def test_unrecognised_prompt_gets_a_generic_well_formed_answer() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        response = await chat(client, messages=[{"role": "user", "content": "Hello there"}])
+    content = content_of(response)
+    assert response.status_code == 200
+    assert content.count("</think>") == 1
+    assert content.split("</think>")[-1].strip()
+
+
+async def test_tokenize_prompt_and_messages_match_chat_usage() -> None:
+    messages = update_messages()
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        by_prompt = (
+            await client.post("/tokenize", json={"model": DEFAULT_MODEL, "prompt": "Hello world"})
+        ).json()
+        by_messages = (
+            await client.post(
+                "/tokenize",
+                json={
+                    "model": DEFAULT_MODEL,
+                    "messages": messages,
+                    "add_generation_prompt": True,
+                },
+            )
+        ).json()
+        usage = (await chat(client, messages=messages)).json()["usage"]
+        unknown = await client.post("/tokenize", json={"model": "nope", "prompt": "x"})
+    assert by_prompt["count"] == len(by_prompt["tokens"]) == count_tokens("Hello world") == 2
+    assert by_prompt["max_model_len"] == 16384
+    assert all(isinstance(t, int) for t in by_messages["tokens"])
+    assert by_messages["count"] == usage["prompt_tokens"]
+    assert unknown.status_code == 404
+
+
+async def test_unknown_model_is_a_404_with_openai_error_json() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        response = await chat(client, model="someone/else")
+    assert response.status_code == 404
+    error = response.json()["error"]
+    assert error["type"] == "NotFoundError"
+    assert error["code"] == 404
+    assert "someone/else" in error["message"]
+
+
+async def test_prompt_plus_max_tokens_over_context_is_a_400() -> None:
+    config = StandinConfig(max_model_len=1024)
+    async with running_standin(config) as url, client_for(url) as client:
+        too_long = await chat(client, max_tokens=1000)
+        fits = await chat(client, max_tokens=200)
+        huge_prompt = await chat(
+            client, max_tokens=None, messages=update_messages(None, scifi_triples(60))
+        )
+    assert too_long.status_code == 400
+    error = too_long.json()["error"]
+    assert error["type"] == "BadRequestError" and error["code"] == 400
+    assert "maximum context length is 1024 tokens" in error["message"]
+    assert fits.status_code == 200
+    assert huge_prompt.status_code == 400
+
+
+async def test_small_max_tokens_truncates_with_finish_reason_length() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        response = await chat(client, max_tokens=8)
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "length"
+    assert response.json()["usage"]["completion_tokens"] <= 8
+    assert "</think>" not in choice["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    "kind", ["no_think_close", "double_think_close", "empty_summary", "truncated"]
+)
+async def test_each_malformed_kind(kind: str) -> None:
+    config = StandinConfig(faults={"malformed_rate": 1.0, "malformed_kind": kind})
+    async with running_standin(config) as url, client_for(url) as client:
+        response = await chat(client)
+    assert response.status_code == 200
+    choice = response.json()["choices"][0]
+    content = choice["message"]["content"]
+    closes = content.count("</think>")
+    if kind == "no_think_close":
+        assert closes == 0 and choice["finish_reason"] == "stop"
+    elif kind == "double_think_close":
+        assert closes == 2
+    elif kind == "empty_summary":
+        assert closes == 1 and content.split("</think>")[-1].strip() == ""
+    else:
+        assert closes == 0 and choice["finish_reason"] == "length"
+        assert content.startswith("<think>\n")
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_error_rate_one_answers_the_configured_status(status: int) -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        set_reply = await client.post(
+            "/admin/faults", json={"error_rate": 1.0, "error_status": status}
+        )
+        current = (await client.get("/admin/faults")).json()
+        failed = await chat(client)
+        await client.post("/admin/faults", json={})
+        healed = await chat(client)
+    assert set_reply.status_code == 200
+    assert current["error_rate"] == 1.0 and current["error_status"] == status
+    assert failed.status_code == status
+    assert failed.json()["error"]["code"] == status
+    assert healed.status_code == 200
+
+
+async def test_fail_next_fails_exactly_the_next_requests() -> None:
+    config = StandinConfig(faults={"fail_next": 2, "error_status": 500})
+    async with running_standin(config) as url, client_for(url) as client:
+        statuses = [(await chat(client)).status_code for _ in range(3)]
+        remaining = (await client.get("/admin/faults")).json()["fail_next"]
+        await client.post("/admin/faults", json={"fail_next": 1, "error_status": 429})
+        statuses += [(await chat(client)).status_code for _ in range(2)]
+    assert statuses == [500, 500, 200, 429, 200]
+    assert remaining == 0
+
+
+async def test_invalid_fault_config_is_rejected() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        bad = await client.post("/admin/faults", json={"error_rate": 2, "error_status": 418})
+        unknown = await client.post("/admin/faults", json={"eror_rate": 0.5})
+        current = (await client.get("/admin/faults")).json()
+    assert bad.status_code == 400 and "error" in bad.json()
+    assert unknown.status_code == 400
+    assert current["error_rate"] == 0.0
+
+
+async def test_seeded_error_pattern_is_reproducible() -> None:
+    async def pattern() -> list[int]:
+        config = StandinConfig(seed=7, faults={"error_rate": 0.5})
+        async with running_standin(config) as url, client_for(url) as client:
+            return [(await chat(client)).status_code for _ in range(16)]
+
+    first, second = await pattern(), await pattern()
+    assert first == second
+    assert set(first) == {200, 503}
+
+
+async def test_timeout_rate_hangs_then_drops_the_connection() -> None:
+    config = StandinConfig(faults={"timeout_rate": 1.0, "hang_s": 0.3})
+    async with running_standin(config) as url, client_for(url) as client:
+        started = time.monotonic()
+        with pytest.raises(httpx.RemoteProtocolError):
+            await chat(client)
+        elapsed = time.monotonic() - started
+        stats = (await client.get("/admin/stats")).json()
+    assert elapsed >= 0.25
+    assert stats["dropped_connections"] == 1
+    assert stats["by_status"] == {"dropped": 1}
+
+
+async def test_concurrency_limit_is_respected_and_observed_in_stats() -> None:
+    config = StandinConfig(max_concurrency=2, ttft_ms=150)
+    async with running_standin(config) as url, client_for(url) as client:
+        started = time.monotonic()
+        responses = await asyncio.gather(*(chat(client) for _ in range(6)))
+        elapsed = time.monotonic() - started
+        stats = (await client.get("/admin/stats")).json()
+    assert [r.status_code for r in responses] == [200] * 6
+    assert stats["max_in_flight"] == 2
+    assert stats["max_queued"] >= 1
+    assert stats["in_flight"] == 0 and stats["queued"] == 0
+    assert stats["by_endpoint"]["/v1/chat/completions"] == 6
+    assert elapsed >= 0.4  # three waves of 150 ms, with margin
+
+
+async def test_full_queue_answers_429() -> None:
+    config = StandinConfig(max_concurrency=1, max_queue=1, ttft_ms=300)
+    async with running_standin(config) as url, client_for(url) as client:
+        responses = await asyncio.gather(*(chat(client) for _ in range(4)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses.count(200) >= 2
+    assert 429 in statuses
+
+
+async def test_latency_grows_with_completion_tokens() -> None:
+    config = StandinConfig(ttft_ms=20, per_token_ms=10)
+    async with running_standin(config) as url, client_for(url) as client:
+        started = time.monotonic()
+        short = await chat(client, max_tokens=5)
+        short_s = time.monotonic() - started
+        started = time.monotonic()
+        long = await chat(client)
+        long_s = time.monotonic() - started
+    short_tokens = short.json()["usage"]["completion_tokens"]
+    long_tokens = long.json()["usage"]["completion_tokens"]
+    assert long_tokens > short_tokens + 50
+    assert long_s > short_s + 0.25
+
+
+async def test_stats_count_by_status_and_endpoint_and_reset() -> None:
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        await client.get("/v1/models")
+        await chat(client)
+        await chat(client, model="missing")
+        stats = (await client.get("/admin/stats")).json()
+        reset = (await client.post("/admin/reset")).json()
+    assert stats["total_requests"] == 3
+    assert stats["by_status"] == {"200": 2, "404": 1}
+    assert stats["by_endpoint"] == {"/v1/chat/completions": 2, "/v1/models": 1}
+    assert reset["total_requests"] == 0 and reset["by_status"] == {}
+
+
+def test_cli_starts_announces_and_stops_on_sigterm() -> None:
+    argv = [sys.executable, "-m", "streamer.standin", "--host", "127.0.0.1", "--port", "0"]
+    argv += ["--model", "cli/model", "--seed", "3", "--ttft-ms", "1", "--max-concurrency", "4"]
+    with subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            assert line.startswith("stand-in listening on http://127.0.0.1:")
+            base_url = line.rsplit(" ", 1)[-1]
+            models = httpx.get(f"{base_url}/v1/models", timeout=10).json()
+            assert models["data"][0]["id"] == "cli/model"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()

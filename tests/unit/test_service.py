@@ -1,0 +1,131 @@
+import asyncio
+
+import pytest
+
+from streamer.errors import ModelUnavailableError
+from streamer.scheduler import WindowScheduler
+from streamer.domain.windowing import WindowBook
+from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
+from streamer.testing import InMemoryProfileStore, ListPublisher, ScriptedSummaryModel
+from tests.factories import feedback, pairwise
+
+pytestmark = pytest.mark.unit
+
+FAST = UpdatePolicy(output_backoff_s=0)
+
+
+def updater(script, store=None, publisher=None):
+    return ProfileUpdater(
+        store or InMemoryProfileStore(),
+        ScriptedSummaryModel(script),
+        publisher or ListPublisher(),
+        FAST,
+    )
+
+
+async def test_first_and_second_update_make_contiguous_versions_and_events():
+    u = updater(["<think>x</think>\n\nLikes A.", "<think>y</think>\n\nLikes A and B."])
+    r1 = await u.apply("u1", [pairwise("e1"), pairwise("e2")])
+    r2 = await u.apply("u1", [pairwise("e3")])
+    assert (r1.outcome, r2.outcome) == (Outcome.UPDATED, Outcome.UPDATED)
+    hist = await u.store.history("u1")
+    assert [h.version for h in hist] == [1, 2] and hist[1].previous_version == 1
+    assert hist[1].summary == "Likes A and B." and hist[0].event_ids == ("e1", "e2")
+    events = u.publisher.events
+    assert [(e.version, e.previous_version) for e in events] == [(1, None), (2, 1)]
+    # the second prompt carries the first summary and renumbers triples from 1
+    second = u.model.requests[1].prompt.user
+    assert "=====Past Preference Summary=====\n\nLikes A.\n\n" in second
+    assert "=====Triple 1=====" in second and "=====Triple 2=====" not in second
+
+
+async def test_garbage_is_retried_then_previous_summary_kept():
+    u = updater(["no think at all", "<think>a</think>", "<think>a</think>b</think>c"])
+    result = await u.apply("u1", [pairwise("e1")])
+    assert result.outcome is Outcome.REJECTED_OUTPUT
+    assert result.rejections == ("no_think_close", "empty_summary", "multiple_think_close")
+    assert await u.store.history("u1") == [] and u.publisher.events == []
+
+
+async def test_retry_recovers_from_one_bad_reply():
+    u = updater(["<think>oops", "<think>ok</think>\n\nFine."])
+    result = await u.apply("u1", [pairwise("e1")])
+    assert result.outcome is Outcome.UPDATED and result.attempts == 2
+    assert result.record.summary == "Fine."
+
+
+async def test_replayed_window_is_not_applied_twice_but_its_event_is_republished():
+    u = updater(lambda req: "<think>t</think>\n\nS.")
+    await u.apply("u1", [pairwise("e1"), pairwise("e2")])
+    again = await u.apply("u1", [pairwise("e1"), pairwise("e2")])
+    assert again.outcome is Outcome.DUPLICATE
+    assert len(await u.store.history("u1")) == 1
+    assert [e.event_id for e in u.publisher.events][0] == u.publisher.events[1].event_id
+
+
+async def test_partially_replayed_window_applies_only_new_events():
+    u = updater(lambda req: f"<think>t</think>\n\n{len(req.triples)} new.")
+    await u.apply("u1", [pairwise("e1")])
+    r = await u.apply("u1", [pairwise("e1"), pairwise("e2")])
+    assert r.record.event_ids == ("e2",) and r.record.summary == "1 new."
+
+
+async def test_window_without_triples_makes_no_model_call():
+    u = updater([])
+    r = await u.apply("u1", [feedback("d1", "dislike")])
+    assert r.outcome is Outcome.NO_TRIPLES and r.skipped_event_ids == ("d1",)
+    assert u.model.requests == []
+
+
+class FlakyModel(ScriptedSummaryModel):
+    def __init__(self, fail_times):
+        super().__init__(lambda req: "<think>t</think>\n\nok")
+        self.fail_times = fail_times
+
+    async def generate(self, request):
+        if self.fail_times:
+            self.fail_times -= 1
+            raise ModelUnavailableError("down")
+        return await super().generate(request)
+
+
+async def test_scheduler_keeps_events_of_a_failed_update_and_retries_them():
+    store, pub = InMemoryProfileStore(), ListPublisher()
+    u = ProfileUpdater(store, FlakyModel(1), pub, FAST)
+    now = [0.0]
+    done = []
+    s = WindowScheduler(WindowBook(max_events=2, max_age_s=100), u, max_concurrency=2,
+                        clock=lambda: now[0], on_finished=done.append, retry_backoff_s=5)
+    await s.offer(pairwise("a"), "ha")
+    await s.offer(pairwise("b"), "hb")
+    await s.wait_idle()
+    assert done[0].error is not None and not done[0].completed
+    await s.offer(pairwise("c"), "hc")  # joins the pending window while backing off
+    now[0] = 6
+    await s.tick()
+    await s.wait_idle()
+    assert done[-1].completed and done[-1].window.handles == ("ha", "hb")
+    await s.flush()
+    assert [r.event_ids for r in await store.history("u1")] == [("a", "b"), ("c",)]
+
+
+async def test_scheduler_backpressure_blocks_offer_when_slots_are_full():
+    gate = asyncio.Event()
+
+    class Slow(ScriptedSummaryModel):
+        async def generate(self, request):
+            await gate.wait()
+            return await super().generate(request)
+
+    u = ProfileUpdater(InMemoryProfileStore(), Slow(lambda r: "<think>t</think>\n\nok"),
+                       ListPublisher(), FAST)
+    s = WindowScheduler(WindowBook(max_events=1, max_age_s=100), u, max_concurrency=1,
+                        clock=lambda: 0.0)
+    await s.offer(pairwise("a", "u1"), None)
+    blocked = asyncio.create_task(s.offer(pairwise("b", "u2"), None))
+    await asyncio.sleep(0.05)
+    assert not blocked.done() and s.saturated
+    gate.set()
+    await asyncio.wait_for(blocked, 5)
+    await s.flush()
+    assert s.busy == 0
