@@ -753,13 +753,17 @@ def wait_ready(name: str, timeout: float | None = None, cfg: Config | None = Non
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
+        if not port_open(cfg.client_port(name), timeout=0.5):
+            last_err = f"port {cfg.client_port(name)} not accepting connections yet"
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+            continue
         try:
             with _quiet("aiokafka", "kafka", "cassandra"):
                 probe(name, cfg, timeout=max(2.0, min(15.0, remaining)))
             return time.monotonic() - t0
         except Exception as exc:  # noqa: BLE001 - any probe failure means "not ready yet"
             last_err = f"{type(exc).__name__}: {exc}"
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
     _fail(name, cfg, pid, exited=False,
           detail=f"not ready after {timeout:.0f}s (last probe error: {last_err[:300]})")
     raise AssertionError("unreachable")

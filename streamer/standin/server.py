@@ -39,7 +39,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "STANDIN_KEY",
     "FaultConfig",
+    "FifoLimiter",
     "MalformedKind",
+    "ParsedPrompt",
+    "PromptTriple",
     "Standin",
     "StandinConfig",
     "build_app",
@@ -123,7 +126,7 @@ _SPECIAL_IDS = {
     "</think>": 151668,
 }
 _TOKEN_RE = re.compile(
-    r"<\|[a-z_]{1,24}\|>|</?think>|[^\W\d_]+|\d|\n+|[ \t]{2,}|[^\w\s]|[^\S\n]",
+    r"<\|[a-z_]{1,24}\|>|</?think>|[^\W\d_]+|\d|\n+|[ \t]{2,}|[^\w\s]|_|[^\S\n]",
 )
 _ASCII_WORD_CHUNK = 6
 _VOCAB = 151643
@@ -135,8 +138,9 @@ def tokenize(text: str) -> list[str]:
     Rules: chat special tokens and ``<think>``/``</think>`` are one token; ASCII words count one
     token per started 6 characters; other words one token per character; every digit and every
     punctuation mark is a token; a run of newlines is one token; single spaces are free (BPE
-    merges them into the next word), longer runs of blanks are one token. This tracks real
-    Qwen3 counts for English prose within roughly +-25 %.
+    merges them into the next word), longer runs of blanks are one token. It only approximates
+    Qwen3's byte-level BPE (same order of magnitude for English prose; not calibrated against
+    the real tokenizer), which is enough for context-limit checks and latency modelling.
     """
     pieces: list[str] = []
     for match in _TOKEN_RE.finditer(text):
@@ -464,6 +468,10 @@ class Standin:
             if counted:
                 self.stats.by_status[str(exc.status)] += 1
             raise
+        except asyncio.CancelledError:  # the client went away (handler cancellation is on)
+            if counted:
+                self.stats.by_status["client_closed"] += 1
+            raise
         if counted:
             if response.status == _DROPPED_STATUS:
                 self.stats.dropped_connections += 1
@@ -779,10 +787,24 @@ def build_app(config: StandinConfig | None = None) -> web.Application:
 
 @asynccontextmanager
 async def running_standin(
-    config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    config: StandinConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    shutdown_timeout_s: float = 2.0,
 ) -> AsyncIterator[str]:
-    """Serve the stand-in on ``host:port`` (0 = any free port); yield its base URL."""
-    runner = web.AppRunner(build_app(config), access_log=None)
+    """Serve the stand-in on ``host:port`` (0 = any free port); yield its base URL.
+
+    Like vLLM, a request whose client disconnects is cancelled (its concurrency slot is freed).
+    On exit, requests still running (for example injected hangs) get ``shutdown_timeout_s``
+    seconds before they are cancelled.
+    """
+    runner = web.AppRunner(
+        build_app(config),
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=shutdown_timeout_s,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

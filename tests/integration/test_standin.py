@@ -16,7 +16,14 @@ import httpx
 import pytest
 
 from streamer.domain.baseline import BASELINE_HEADER
-from streamer.standin import DEFAULT_MODEL, StandinConfig, count_tokens, running_standin
+from streamer.standin import (
+    DEFAULT_MODEL,
+    FaultConfig,
+    MalformedKind,
+    StandinConfig,
+    count_tokens,
+    running_standin,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -165,6 +172,15 @@ async def test_past_summary_from_the_prompt_is_combined_with_new_triples() -> No
     assert "Built from 5 interactions so far." in second
 
 
+async def test_empty_history_keeps_the_past_summary() -> None:
+    past = "Enjoys slow cinema and Nordic noir."
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        response = await chat(client, messages=update_messages(past, []))
+    content = content_of(response)
+    assert "read 0 interaction triples" in content
+    assert content.split("</think>")[-1].strip() == past
+
+
 async def test_unrecognised_prompt_gets_a_generic_well_formed_answer() -> None:
     async with running_standin(StandinConfig()) as url, client_for(url) as client:
         response = await chat(client, messages=[{"role": "user", "content": "Hello there"}])
@@ -237,8 +253,8 @@ async def test_small_max_tokens_truncates_with_finish_reason_length() -> None:
 @pytest.mark.parametrize(
     "kind", ["no_think_close", "double_think_close", "empty_summary", "truncated"]
 )
-async def test_each_malformed_kind(kind: str) -> None:
-    config = StandinConfig(faults={"malformed_rate": 1.0, "malformed_kind": kind})
+async def test_each_malformed_kind(kind: MalformedKind) -> None:
+    config = StandinConfig(faults=FaultConfig(malformed_rate=1.0, malformed_kind=kind))
     async with running_standin(config) as url, client_for(url) as client:
         response = await chat(client)
     assert response.status_code == 200
@@ -274,7 +290,7 @@ async def test_error_rate_one_answers_the_configured_status(status: int) -> None
 
 
 async def test_fail_next_fails_exactly_the_next_requests() -> None:
-    config = StandinConfig(faults={"fail_next": 2, "error_status": 500})
+    config = StandinConfig(faults=FaultConfig(fail_next=2, error_status=500))
     async with running_standin(config) as url, client_for(url) as client:
         statuses = [(await chat(client)).status_code for _ in range(3)]
         remaining = (await client.get("/admin/faults")).json()["fail_next"]
@@ -296,7 +312,7 @@ async def test_invalid_fault_config_is_rejected() -> None:
 
 async def test_seeded_error_pattern_is_reproducible() -> None:
     async def pattern() -> list[int]:
-        config = StandinConfig(seed=7, faults={"error_rate": 0.5})
+        config = StandinConfig(seed=7, faults=FaultConfig(error_rate=0.5))
         async with running_standin(config) as url, client_for(url) as client:
             return [(await chat(client)).status_code for _ in range(16)]
 
@@ -306,7 +322,7 @@ async def test_seeded_error_pattern_is_reproducible() -> None:
 
 
 async def test_timeout_rate_hangs_then_drops_the_connection() -> None:
-    config = StandinConfig(faults={"timeout_rate": 1.0, "hang_s": 0.3})
+    config = StandinConfig(faults=FaultConfig(timeout_rate=1.0, hang_s=0.3))
     async with running_standin(config) as url, client_for(url) as client:
         started = time.monotonic()
         with pytest.raises(httpx.RemoteProtocolError):
@@ -316,6 +332,23 @@ async def test_timeout_rate_hangs_then_drops_the_connection() -> None:
     assert elapsed >= 0.25
     assert stats["dropped_connections"] == 1
     assert stats["by_status"] == {"dropped": 1}
+
+
+async def test_client_giving_up_cancels_the_request_and_shutdown_is_quick() -> None:
+    config = StandinConfig(faults=FaultConfig(timeout_rate=1.0, hang_s=60.0))
+    started = time.monotonic()
+    async with running_standin(config) as url:
+        async with client_for(url, timeout_s=0.3) as client:
+            with pytest.raises(httpx.ReadTimeout):
+                await chat(client)
+        async with client_for(url) as client:
+            for _ in range(50):
+                stats = (await client.get("/admin/stats")).json()
+                if stats["by_status"]:
+                    break
+                await asyncio.sleep(0.05)
+    assert stats["by_status"] == {"client_closed": 1}
+    assert time.monotonic() - started < 10
 
 
 async def test_concurrency_limit_is_respected_and_observed_in_stats() -> None:

@@ -1,0 +1,55 @@
+# prefstream developer entry points.  `make demo` and `make test` do all set-up themselves.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help
+
+help:
+	@echo "make demo    - replay the bundled clickstream on the embedded default (no servers)"
+	@echo "make test    - install, start real Kafka + Cassandra, run every test tier, stop them"
+	@echo "make up|down|status - local Kafka (KRaft) and Cassandra on 127.0.0.1"
+	@echo "make unit    - unit tests only (no servers)"
+	@echo "make lint    - ruff"
+
+# The venv is rebuilt when pyproject.toml changes; pip's cache makes re-installs cheap.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3.x'"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --progress-bar off -q -U pip setuptools wheel
+	$(PY) -m pip install --progress-bar off -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/streamer replay --sqlite prefstream-demo.sqlite3
+
+test: $(STAMP)
+	bash tests/run.sh
+
+unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check streamer schemas tests
+
+schemas: $(STAMP)
+	$(PY) -m schemas.generate
+
+sample: $(STAMP)
+	$(PY) -m streamer.sample --users 40 --events-per-user 24 --seed 7 --out streamer/data/sample_clickstream.jsonl
+
+up: $(STAMP)
+	$(PY) deploy/local/infra.py up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) deploy/local/infra.py down; else python3 deploy/local/infra.py down; fi
+
+status: $(STAMP)
+	$(PY) deploy/local/infra.py status
+
+clean-infra:
+	$(PY) deploy/local/infra.py clean

@@ -1,0 +1,119 @@
+"""The whole loop on real servers: `streamer worker` subprocess, real Kafka, real Cassandra,
+stand-in model over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+
+import pytest
+
+from schemas import DeadLetter
+from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.settings import CassandraSettings
+from tests.e2e.harness import Stack, TopicReader, produce, start_standin, wait_for_events_applied
+from tests.factories import click, feedback, impression, pairwise, rating
+
+N_USERS = 24
+INVALID = [
+    (b"user-000", b"{this is not json", "invalid_json"),
+    (b"user-001", json.dumps({"type": "interaction.click", "event_id": "x"}).encode(),
+     "missing_user_id"),
+    (b"user-002", b"\xff\xfe\x00", "invalid_utf8"),
+    (b"user-003", json.dumps({"type": "interaction.click", "user_id": "user-003",
+                              "event_id": "bad-1", "occurred_at": "not a time",
+                              "item": {"id": "i"}}).encode(), "validation_error"),
+]
+
+
+def user_events(u: int):
+    uid = f"user-{u:03d}"
+    makers = [
+        lambda i: pairwise(f"{uid}-e{i}", uid, domain="movies"),
+        lambda i: impression(f"{uid}-e{i}", clicked=1, skipped=3, user_id=uid),
+        lambda i: rating(f"{uid}-e{i}", 5 if i % 2 else 1, uid),
+        lambda i: feedback(f"{uid}-e{i}", "like", uid),
+        lambda i: click(f"{uid}-e{i}", uid),
+    ]
+    n = 5 + u % 6  # 5..10 events per user: several windows each
+    return [makers[(i + u) % len(makers)](i) for i in range(n)]
+
+
+@pytest.fixture
+def log_dir(tmp_path):
+    return tmp_path
+
+
+async def test_worker_end_to_end(kafka_bootstrap, cassandra_port, unique, log_dir):
+    standin, base = start_standin(log_dir, "--ttft-ms", "20", "--per-token-ms", "0.2")
+    stack = Stack(kafka_bootstrap, cassandra_port, unique, [base])
+    worker = stack.start_worker(log_dir)
+    procs = [standin, worker]
+    settings = CassandraSettings(port=cassandra_port, keyspace=stack.keyspace)
+    try:
+        per_user = {f"user-{u:03d}": user_events(u) for u in range(N_USERS)}
+        # interleave users, keep each user's order
+        interleaved = []
+        for i in range(max(len(v) for v in per_user.values())):
+            for uid, events in per_user.items():
+                if i < len(events):
+                    interleaved.append((uid.encode(), events[i].model_dump_json().encode()))
+        records = interleaved[:40] + [(k, v) for k, v, _ in INVALID] + interleaved[40:]
+        # a duplicate delivery (producer retry) of an already-sent event
+        records.append(interleaved[0])
+        await produce(kafka_bootstrap, stack.input_topic, records)
+        expected = {e.event_id for events in per_user.values() for e in events}
+
+        async with TopicReader(kafka_bootstrap, stack.output_topic) as out:
+            changes = await wait_for_events_applied(out, expected, timeout_s=240, procs=procs)
+            await asyncio.sleep(3)  # anything extra (a double apply) would show up now
+            await out.poll()
+            changes = out.changes()
+
+        # change events: per user, versions 1..n in order, chained, each event exactly once
+        by_user = defaultdict(list)
+        for c in changes:
+            by_user[c.user_id].append(c)
+        assert set(by_user) == set(per_user)
+        all_ids = [eid for c in changes for eid in c.event_ids]
+        assert sorted(all_ids) == sorted(expected), "an event was applied twice or lost"
+        for uid, cs in by_user.items():
+            assert [c.version for c in cs] == list(range(1, len(cs) + 1)), uid
+            assert [c.previous_version for c in cs] == [None, *range(1, len(cs))]
+            assert [eid for c in cs for eid in c.event_ids] == [e.event_id for e in per_user[uid]]
+            assert all(c.model == "VanillaH1/AlignXplore-Plus" for c in cs)
+            assert all(c.usage.prompt_tokens > 0 for c in cs)
+
+        # store: history equals the change events, current row is the last version
+        store = await asyncio.to_thread(
+            CassandraProfileStore.from_settings, settings, migrate_schema=False)
+        try:
+            for uid, cs in by_user.items():
+                history = await store.history(uid)
+                assert [(h.version, h.event_ids, h.summary) for h in history] == [
+                    (c.version, c.event_ids, c.summary) for c in cs]
+                current = await store.read_current_row(uid)
+                assert current is not None and current.version == cs[-1].version
+                assert current.summary == cs[-1].summary and current.summary.strip()
+                assert "</think>" not in current.summary
+        finally:
+            await store.aclose()
+
+        # dead letters: original bytes, specific reason, source coordinates
+        async with TopicReader(kafka_bootstrap, stack.dlq_topic) as dlq:
+            for _ in range(40):
+                await dlq.poll()
+                if len(dlq.messages) >= len(INVALID):
+                    break
+        got = {m.value: DeadLetter.from_headers(m.headers) for m in dlq.messages}
+        assert len(dlq.messages) == len(INVALID)
+        for _key, value, code in INVALID:
+            assert got[value].error_type == code
+            assert got[value].source_topic == stack.input_topic
+    finally:
+        for p in procs:
+            p.stop()
+        cluster, session = connect(settings)
+        session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
+        cluster.shutdown()

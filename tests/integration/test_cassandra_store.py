@@ -1,0 +1,106 @@
+"""CassandraProfileStore against a real Cassandra."""
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas import SummaryRecord, TokenUsage
+from streamer.adapters.cassandra.store import CassandraProfileStore, connect, migrate
+from streamer.errors import StoreUnavailableError, VersionConflictError
+from streamer.settings import CassandraSettings
+
+
+@pytest.fixture(scope="module")
+def cassandra_settings(cassandra_port):
+    import uuid
+
+    settings = CassandraSettings(port=cassandra_port, keyspace=f"it_{uuid.uuid4().hex[:8]}")
+    yield settings
+    cluster, session = connect(settings)
+    session.execute(f"DROP KEYSPACE IF EXISTS {settings.keyspace}")
+    cluster.shutdown()
+
+
+@pytest.fixture
+async def store(cassandra_settings):
+    s = await asyncio.to_thread(CassandraProfileStore.from_settings, cassandra_settings)
+    yield s
+    await s.aclose()
+
+
+def record(user, version, summary="s", events=("e",)):
+    return SummaryRecord(
+        user_id=user, version=version, previous_version=version - 1 if version > 1 else None,
+        summary=summary, model="m", window_id=f"w{version}", event_ids=tuple(events),
+        usage=TokenUsage(prompt_tokens=10, completion_tokens=3), latency_ms=12.5,
+        created_at=datetime(2026, 1, 1, 0, 0, version, tzinfo=UTC),
+    )
+
+
+def test_migrations_are_idempotent_and_recorded(cassandra_settings):
+    cluster, session = connect(cassandra_settings)
+    try:
+        migrate(session, cassandra_settings)
+        assert migrate(session, cassandra_settings) == []
+        rows = list(session.execute(
+            f"SELECT version, name FROM {cassandra_settings.keyspace}.schema_migrations"))
+        assert [r.name for r in rows] == ["0001_summaries.cql"]
+    finally:
+        cluster.shutdown()
+
+
+async def test_versions_append_read_and_history(store):
+    user = "user-hist"
+    assert await store.get_current(user) is None
+    for v in (1, 2, 3):
+        await store.append(record(user, v, summary=f"summary {v} ünï", events=(f"e{v}a", f"e{v}b")))
+    current = await store.get_current(user)
+    assert current == record(user, 3, summary="summary 3 ünï", events=("e3a", "e3b"))
+    assert [r.version for r in await store.history(user)] == [1, 2, 3]
+    assert (await store.read_current_row(user)).version == 3
+
+
+async def test_two_writers_cannot_both_win_a_version(store):
+    user = "user-race"
+    await store.append(record(user, 1))
+    results = await asyncio.gather(
+        *(store.append(record(user, 2, summary=f"writer {i}")) for i in range(4)),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if r is None]
+    assert len(winners) == 1
+    assert all(isinstance(r, VersionConflictError) for r in results if r is not None)
+    assert [r.version for r in await store.history(user)] == [1, 2]
+
+
+async def test_stale_writer_is_refused(store):
+    user = "user-stale"
+    await store.append(record(user, 1))
+    await store.append(record(user, 2))
+    with pytest.raises(VersionConflictError):
+        await store.append(record(user, 2))
+    with pytest.raises(VersionConflictError):
+        await store.append(record(user, 4))
+
+
+async def test_lagging_current_row_is_repaired_by_next_write(store, cassandra_settings):
+    user = "user-lag"
+    await store.append(record(user, 1))
+    # simulate a crash between claiming version 2 in the history and moving the current row
+    ks = cassandra_settings.keyspace
+    store._session.execute(
+        f"INSERT INTO {ks}.summary_history (user_id, version, previous_version, summary, model, "
+        "window_id, event_ids, prompt_tokens, completion_tokens, latency_ms, created_at) "
+        "VALUES (%s, 2, 1, 'two', 'm', 'w2', ['e2'], 0, 0, 0, toTimestamp(now()))",
+        (user,),
+    )
+    assert (await store.read_current_row(user)).version == 1
+    assert (await store.get_current(user)).version == 2  # reads come from the history
+    await store.append(record(user, 3))
+    assert (await store.read_current_row(user)).version == 3
+
+
+def test_unreachable_cassandra_says_what_to_do():
+    with pytest.raises(StoreUnavailableError, match="make up"):
+        connect(CassandraSettings(port=1, hosts=["127.0.0.1"]))

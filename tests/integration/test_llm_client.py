@@ -1,0 +1,107 @@
+"""The OpenAI-compatible pool client over real HTTP against stand-in servers."""
+
+import httpx
+import pytest
+
+from streamer.adapters.llm.client import OpenAICompatSummaryModel
+from streamer.domain.prompt import build_update_prompt
+from streamer.domain.triples import Triple
+from streamer.errors import ModelRequestError, ModelUnavailableError
+from streamer.ports import UpdateRequest
+from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
+from streamer.standin.server import FaultConfig, StandinConfig, running_standin
+from streamer.testing import InMemoryProfileStore, ListPublisher
+from tests.factories import pairwise
+
+
+def request(n=2, previous=None):
+    triples = tuple(
+        Triple("Please recommend some movies to me.", f"Title: Star Voyage {i}, Genres: Sci-Fi",
+               f"Title: Love Story {i}, Genres: Romance", f"e{i}")
+        for i in range(n)
+    )
+    return UpdateRequest(build_update_prompt(previous, triples), previous, triples)
+
+
+async def set_faults(base, **faults):
+    async with httpx.AsyncClient() as c:
+        (await c.post(f"{base}/admin/faults", json=FaultConfig(**faults).model_dump())).raise_for_status()
+
+
+async def stats(base):
+    async with httpx.AsyncClient() as c:
+        return (await c.get(f"{base}/admin/stats")).json()
+
+
+async def test_reply_has_model_shape_and_usage():
+    async with running_standin(StandinConfig()) as base:
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
+        try:
+            reply = await model.generate(request())
+        finally:
+            await model.aclose()
+    assert reply.text.count("</think>") == 1 and reply.text.split("</think>")[-1].strip()
+    assert reply.prompt_tokens > 300 and reply.completion_tokens > 0
+    assert reply.finish_reason == "stop" and reply.model == "VanillaH1/AlignXplore-Plus"
+
+
+async def test_request_carries_reference_sampling_and_exact_messages():
+    async with running_standin(StandinConfig()) as base:
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
+        body = model.request_body(request())
+        await model.aclose()
+    assert body["temperature"] == 0.6 and body["top_p"] == 0.95 and body["top_k"] == 20
+    assert body["max_tokens"] == 4096 and body["n"] == 1
+    assert body["messages"] == request().prompt.messages()
+    assert "chat_template_kwargs" not in body  # thinking stays on (Qwen3 default)
+
+
+async def test_failed_endpoint_is_retried_on_the_other_one():
+    async with running_standin(StandinConfig(seed=1)) as bad, running_standin() as good:
+        await set_faults(bad, error_rate=1.0, error_status=503)
+        model = OpenAICompatSummaryModel([f"{bad}/v1", f"{good}/v1"], model="VanillaH1/AlignXplore-Plus",
+                                         max_retries=2)
+        try:
+            for _ in range(4):
+                reply = await model.generate(request())
+                assert "</think>" in reply.text
+        finally:
+            await model.aclose()
+        assert (await stats(good))["by_status"].get("200", 0) >= 4
+
+
+async def test_all_endpoints_down_is_a_transient_error():
+    async with running_standin() as base:
+        await set_faults(base, error_rate=1.0, error_status=429)
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus",
+                                         max_retries=1)
+        with pytest.raises(ModelUnavailableError):
+            await model.generate(request())
+        await model.aclose()
+    dead = OpenAICompatSummaryModel(["http://127.0.0.1:1/v1"], model="x", max_retries=0)
+    with pytest.raises(ModelUnavailableError, match="cannot reach"):
+        await dead.generate(request())
+    await dead.aclose()
+
+
+async def test_unknown_model_is_a_permanent_error():
+    async with running_standin() as base:
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="no-such-model")
+        with pytest.raises(ModelRequestError):
+            await model.generate(request())
+        await model.aclose()
+
+
+async def test_updater_retries_malformed_replies_then_stores_a_good_one():
+    async with running_standin(StandinConfig()) as base:
+        await set_faults(base, malformed_rate=1.0, malformed_kind="no_think_close")
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
+        store, pub = InMemoryProfileStore(), ListPublisher()
+        updater = ProfileUpdater(store, model, pub, UpdatePolicy(output_backoff_s=0))
+        bad = await updater.apply("u1", [pairwise("e1", domain="movies")])
+        assert bad.outcome is Outcome.REJECTED_OUTPUT and await store.history("u1") == []
+        await set_faults(base)
+        good = await updater.apply("u1", [pairwise("e1", domain="movies")])
+        await model.aclose()
+    assert good.outcome is Outcome.UPDATED and "</think>" not in good.record.summary
+    assert pub.events[0].usage.prompt_tokens > 0
