@@ -69,6 +69,16 @@ class ModelSettings(_Section):
     """Retries of a failed call (timeouts, 429, 5xx), on the next endpoint."""
     max_concurrency: int = Field(16, ge=1)
     """Model calls in flight per worker; when reached, the worker stops pulling events."""
+    max_concurrency_per_endpoint: int = Field(8, ge=1)
+    """Model calls in flight per endpoint; when all endpoints are full, calls wait for a slot."""
+    health_interval_s: float = Field(5.0, gt=0)
+    """Seconds between `GET /health` probes of each endpoint; failing endpoints are skipped."""
+    breaker_failures: int = Field(5, ge=1)
+    """Consecutive transient failures that open an endpoint's circuit breaker."""
+    breaker_reset_s: float = Field(10.0, gt=0)
+    """Seconds an open breaker waits before letting one trial request through."""
+    dns_refresh_s: float = Field(30.0, gt=0)
+    """Seconds between re-resolutions of `dns+http://host:port/v1` entries (headless services)."""
     temperature: float = 0.6
     """Sampling temperature (the reference setting)."""
     top_p: float = 0.95

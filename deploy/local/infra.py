@@ -16,14 +16,14 @@ Only the standard library is imported at module level; aiokafka and cassandra-dr
 lazily inside the probe functions. Configuration comes from environment variables (read at call
 time, all optional) -- see ``Config.from_env`` and deploy/local/README.md.
 """
-from __future__ import annotations
-
 import argparse
 import asyncio
 import base64
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
@@ -481,14 +481,19 @@ _CAUSES = [
      "stale cluster id in the data dir: run `infra.py clean kafka` (wipes the data)"),
     (r"Saved cluster name .* != configured name|Cannot start node if snitch's (data center|rack)",
      "stale cluster name / topology in the data dir: run `infra.py clean cassandra`"),
-    (r"OutOfMemoryError|Cannot allocate memory|insufficient memory|Could not reserve enough space",
-     "out of memory: lower PREFSTREAM_*_HEAP or free memory on the machine"),
+    (r"OutOfMemoryError: (Java heap space|GC overhead)",
+     "out of memory: the Java heap is too small -- raise PREFSTREAM_{NAME}_HEAP"),
+    (r"OutOfMemoryError:|Cannot allocate memory|insufficient memory|"
+     r"Could not reserve enough space",
+     "out of memory (native/machine): free memory or lower PREFSTREAM_KAFKA_HEAP / "
+     "PREFSTREAM_CASSANDRA_HEAP"),
     (r"UnsupportedClassVersionError|Unrecognized option|Unsupported major\.minor|"
      r"Could not create the Java Virtual Machine|Unrecognized VM option",
      "java has the wrong version (needs Java 17) or a JVM flag is not understood: "
      "set JAVA_HOME to a Java 17 JDK"),
     (r"Could not find or load main class|ClassNotFoundException|NoClassDefFoundError|"
-     r"Error opening zip file|agent library failed to init|Error occurred during initialization of VM",
+     r"Error opening zip file|agent library failed to init|"
+     r"Error occurred during initialization of VM",
      "jars missing or broken: run `infra.py fetch --force`"),
     (r"No space left on device", "disk full: free space under PREFSTREAM_RUN_DIR"),
     (r"Invalid yaml|Unknown property|Cannot create property|ConfigurationException",
@@ -497,16 +502,18 @@ _CAUSES = [
      "native library failed to load (JNA/netty): is /tmp mounted noexec?"),
     (r"AccessDeniedException|Permission denied",
      "permission problem in the run dir: check ownership of PREFSTREAM_RUN_DIR"),
-    (r"Failed to acquire lock|is in use by another process|\.lock",
+    (r"Failed to acquire lock|is in use by another process",
      "data dir locked by another server instance: stop it (infra.py down) or use another "
      "PREFSTREAM_RUN_DIR"),
 ]
 
 
 def likely_cause(name: str, text: str, *, exited: bool, timed_out: bool) -> str:
+    # ignore the command line the launcher writes at the top ("# <date> java ...")
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("# "))
     for pattern, cause in _CAUSES:
         if re.search(pattern, text):
-            return cause
+            return cause.replace("{NAME}", name.upper())
     if exited:
         return (f"{name} exited during startup for an unrecognised reason: read the log above; "
                 f"if it mentions the data dir, `infra.py clean {name}` resets it")
@@ -828,12 +835,31 @@ def _fmt_ports(cfg: Config, name: str) -> str:
     return ", ".join(f"{k} {p}" for k, p in cfg.ports(name).items())
 
 
-def up(names=None) -> None:
-    """Fetch if needed, start Cassandra then Kafka, wait for protocol-level readiness."""
-    cfg = Config.from_env()
+@contextlib.contextmanager
+def _locked(cfg: Config):
+    """Serialise up/down/kill/clean on one run dir (e.g. several pytest-xdist workers)."""
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    for name in _names(names):
-        _start_one(name, cfg)
+    with open(cfg.run_dir / ".lock", "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another infra.py operation on {cfg.run_dir} ...")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def up(names=None) -> None:
+    """Fetch if needed, start Cassandra then Kafka, wait for protocol-level readiness.
+
+    Raises InfraError (message includes the log tail and a likely cause) on failure.
+    """
+    cfg = Config.from_env()
+    with _locked(cfg):
+        for name in _names(names):
+            _start_one(name, cfg)
 
 
 start = up
@@ -869,8 +895,14 @@ def _stop_one(name: str, cfg: Config, grace: float | None, sig: int = signal.SIG
 def down(names=None, grace: float | None = None) -> None:
     """SIGTERM each server's process group (Kafka first), SIGKILL after the grace period."""
     cfg = Config.from_env()
-    for name in reversed(_names(names)):
-        _stop_one(name, cfg, grace)
+    sel = _names(names)
+    if not cfg.run_dir.exists():
+        for name in reversed(sel):
+            say(f"{name}: not running")
+        return
+    with _locked(cfg):
+        for name in reversed(sel):
+            _stop_one(name, cfg, grace)
 
 
 stop = down
@@ -880,7 +912,12 @@ def kill(name: str) -> None:
     """SIGKILL a server immediately (fault injection)."""
     if name not in NAMES:
         raise InfraError(f"kill takes one server name (kafka or cassandra), not {name!r}")
-    _stop_one(name, Config.from_env(), 0, sig=signal.SIGKILL)
+    cfg = Config.from_env()
+    if not cfg.run_dir.exists():
+        say(f"{name}: not running")
+        return
+    with _locked(cfg):
+        _stop_one(name, cfg, 0, sig=signal.SIGKILL)
 
 
 def status(names=None, probe_timeout: float = 10.0) -> dict:
@@ -903,22 +940,30 @@ def status(names=None, probe_timeout: float = 10.0) -> dict:
 
 
 def clean(names=None) -> None:
-    """down, then delete the servers' data (and logs when cleaning everything)."""
+    """down, then delete the servers' data dirs, rendered configs and logs."""
     cfg = Config.from_env()
     sel = _names(names)
     down(sel)
-    for name in sel:
-        d = cfg.server_dir(name)
-        if d.exists():
-            shutil.rmtree(d)
-            say(f"{name}: deleted {d}")
-        for f in cfg.log_file(name).parent.glob(f"{name}.out*"):
-            f.unlink()
-    if set(sel) == set(NAMES) and cfg.run_dir.exists():
-        logs = cfg.run_dir / "logs"
-        if logs.exists() and not any(logs.iterdir()):
-            logs.rmdir()
-        if not any(cfg.run_dir.iterdir()):
+    if not cfg.run_dir.exists():
+        return
+    with _locked(cfg):
+        for name in sel:
+            if read_pid(name, cfg) is not None:    # someone started it again meanwhile
+                raise InfraError(f"{name} is running again; not deleting its data")
+            d = cfg.server_dir(name)
+            if d.exists():
+                shutil.rmtree(d)
+                say(f"{name}: deleted {d}")
+            for f in cfg.log_file(name).parent.glob(f"{name}.out*"):
+                f.unlink()
+    # remove the run dir itself when nothing else is left in it
+    logs = cfg.run_dir / "logs"
+    with contextlib.suppress(OSError):
+        logs.rmdir()
+    leftovers = [p for p in cfg.run_dir.iterdir() if p.name != ".lock"]
+    if not leftovers:
+        (cfg.run_dir / ".lock").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
             cfg.run_dir.rmdir()
             say(f"deleted {cfg.run_dir}")
 
@@ -937,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="fetch: re-resolve even if complete")
     ap.add_argument("--timeout", type=float, help="up: readiness timeout in seconds "
                     "(default: PREFSTREAM_KAFKA_TIMEOUT 90 / PREFSTREAM_CASSANDRA_TIMEOUT 180)")
+    ap.add_argument("--json", action="store_true", help="status: print JSON")
     ap.add_argument("--grace", type=float, help="down: seconds between SIGTERM and SIGKILL "
                     "(default: PREFSTREAM_KAFKA_GRACE 30 / PREFSTREAM_CASSANDRA_GRACE 45)")
     args = ap.parse_intermixed_args(argv)
@@ -962,7 +1008,9 @@ def main(argv: list[str] | None = None) -> int:
             kill(args.names[0])
         elif cmd == "status":
             st = status(args.names)
-            for name, s in st.items():
+            if args.json:
+                print(json.dumps(st, indent=2))
+            for name, s in ([] if args.json else st.items()):
                 state = f"running, pid {s['pid']}" if s["running"] else "stopped"
                 health = "healthy" if s["healthy"] else "NOT healthy"
                 ports = ", ".join(f"{k} {p}" for k, p in s["ports"].items())

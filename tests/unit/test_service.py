@@ -2,9 +2,9 @@ import asyncio
 
 import pytest
 
+from streamer.domain.windowing import WindowBook
 from streamer.errors import ModelUnavailableError
 from streamer.scheduler import WindowScheduler
-from streamer.domain.windowing import WindowBook
 from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
 from streamer.testing import InMemoryProfileStore, ListPublisher, ScriptedSummaryModel
 from tests.factories import feedback, pairwise

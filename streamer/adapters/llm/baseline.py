@@ -24,7 +24,8 @@ class BaselineSummaryModel:
     async def generate(self, request: UpdateRequest) -> ModelReply:
         started = time.perf_counter()
         summary = self._summarizer.summarize(request.previous_summary, request.triples)
-        text = f"<think>\nbaseline: term statistics over {len(request.triples)} triples\n</think>\n\n{summary}"
+        reasoning = f"baseline: term statistics over {len(request.triples)} triples"
+        text = f"<think>\n{reasoning}\n</think>\n\n{summary}"
         return ModelReply(
             text=text,
             model=BASELINE_MODEL_NAME,

@@ -1,39 +1,151 @@
 """OpenAI-compatible chat-completions client for a pool of vLLM servers.
 
 One request per update, sampling as the reference (temperature 0.6, top_p 0.95, top_k 20,
-max_tokens 4096).  The least-busy endpoint is chosen for each attempt and a failed attempt
-(timeout, connection error, 429, 5xx) is retried on another endpoint.  Errors are mapped at this
-boundary: :class:`ModelUnavailableError` (transient) and :class:`ModelRequestError` (permanent).
+max_tokens 4096).  Errors are mapped at this boundary: :class:`ModelUnavailableError`
+(transient) and :class:`ModelRequestError` (permanent).
+
+The pool:
+
+- **Endpoints** come from a static list of base URLs (``http://vllm-0:8000/v1``) and/or DNS
+  entries (``dns+http://vllm-headless.ns.svc:8000/v1``, e.g. a Kubernetes headless service).
+  A DNS entry is resolved (all A/AAAA records) into one endpoint per address and re-resolved
+  every ``dns_refresh_s``: new addresses are added, vanished ones are drained (no new requests,
+  removed once their requests are done).  A failed resolution keeps the previous addresses.
+- **Balancing**: each attempt goes to the usable endpoint with the fewest outstanding requests
+  (ties rotate), never above ``max_concurrency_per_endpoint`` requests per endpoint.  When every
+  usable endpoint is at its cap, :meth:`generate` waits for a free slot (at most ``timeout_s``):
+  that is the backpressure point; :attr:`saturated`, :attr:`in_flight` and :attr:`capacity`
+  expose it for readiness and metrics.
+- **Health**: a background task (started on first use, stopped by :meth:`aclose`) polls
+  ``GET {root}/health`` every ``health_interval_s`` (root = base URL without ``/v1``); an endpoint
+  that fails it is skipped until it passes again.  A 404 (no such route) counts as healthy.
+- **Circuit breaker** per endpoint (:class:`~.breaker.CircuitBreaker`): ``breaker_failures``
+  consecutive transient failures open it for ``breaker_reset_s``, then one trial request decides.
+- **Retries**: a transient failure (timeout, connection error, 408/409/425/429, 5xx, malformed
+  JSON) is retried on another endpoint when there is one, up to ``max_retries`` times, after an
+  exponential backoff with jitter.  Other 4xx answers are permanent and not retried.  When no
+  endpoint is usable at all (all unhealthy or open) the call fails fast (transient).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import socket
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from ...errors import ModelRequestError, ModelUnavailableError
 from ...ports import ModelReply, UpdateRequest
 from ...settings import ModelSettings
+from .breaker import BreakerState, CircuitBreaker
 
 log = logging.getLogger(__name__)
 
-RETRIABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+TRANSIENT_4XX = frozenset({408, 409, 425, 429})
+"""4xx answers that are worth retrying (timeout, conflict, too early, rate limited)."""
+_NO_ROUTE = frozenset({404, 405, 501})
+"""Answers meaning "this server has no such route" (for /health and /tokenize)."""
+
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+"""``async (host, port) -> IP addresses``: how DNS entries are resolved."""
 
 
-@dataclass
+def is_transient_status(status: int) -> bool:
+    """Whether an HTTP status from a model server is worth retrying elsewhere."""
+    return status >= 500 or status in TRANSIENT_4XX
+
+
+async def resolve_all(host: str, port: int) -> list[str]:
+    """Every address (A and AAAA records) of ``host``, in resolver order, without duplicates."""
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )
+    ips: list[str] = []
+    for family, _type, _proto, _name, sockaddr in infos:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        ip = str(sockaddr[0])
+        if ip not in ips:
+            ips.append(ip)
+    return ips
+
+
+@dataclass(frozen=True, slots=True)
+class _DnsEntry:
+    """A ``dns+http(s)://host:port/path`` entry of the endpoint list."""
+
+    source: str
+    scheme: str
+    host: str
+    port: int
+    path: str
+    netloc: str
+
+    @classmethod
+    def parse(cls, entry: str) -> _DnsEntry:
+        parts = urlsplit(entry[len("dns+"):])
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"invalid DNS model endpoint {entry!r} (want dns+http://host:port/v1)")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(entry, parts.scheme, parts.hostname, port, parts.path.rstrip("/"), parts.netloc)
+
+    def url_for(self, ip: str) -> str:
+        host = f"[{ip}]" if ":" in ip else ip
+        return f"{self.scheme}://{host}:{self.port}{self.path}"
+
+
+def _root_of(base_url: str) -> str:
+    """The server root of an OpenAI base URL: ``http://h:8000/v1`` -> ``http://h:8000``."""
+    return base_url[: -len("/v1")] if base_url.endswith("/v1") else base_url
+
+
+@dataclass(eq=False)
 class _Endpoint:
     base_url: str
+    source: str
+    breaker: CircuitBreaker
+    headers: dict[str, str] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)
     outstanding: int = 0
+    healthy: bool = True
+    draining: bool = False
+    tokenize_supported: bool | None = None
+    requests: int = 0
     failures: int = 0
+
+    @property
+    def root(self) -> str:
+        return _root_of(self.base_url)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    """A snapshot of one endpoint (metrics, status pages, tests)."""
+
+    base_url: str
+    source: str
+    healthy: bool
+    draining: bool
+    outstanding: int
+    breaker: str
+    consecutive_failures: int
+    requests: int
+    failures: int
+
+
+class _NoUsableEndpoint(ModelUnavailableError):
+    """Every endpoint is unhealthy, draining or behind an open breaker."""
 
 
 class OpenAICompatSummaryModel:
-    """A :class:`~streamer.ports.SummaryModel` over one or more OpenAI-compatible endpoints."""
+    """A :class:`~streamer.ports.SummaryModel` over a pool of OpenAI-compatible endpoints."""
 
     def __init__(
         self,
@@ -45,11 +157,26 @@ class OpenAICompatSummaryModel:
         max_retries: int = 2,
         sampling: dict[str, float | int] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_concurrency_per_endpoint: int = 8,
+        health_interval_s: float | None = 5.0,
+        health_timeout_s: float = 2.0,
+        breaker_failures: int = 5,
+        breaker_reset_s: float = 10.0,
+        dns_refresh_s: float = 30.0,
+        resolver: Resolver | None = None,
+        backoff_base_s: float = 0.2,
+        backoff_max_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not base_urls:
             raise ValueError("at least one model endpoint is required")
+        if max_concurrency_per_endpoint < 1:
+            raise ValueError("max_concurrency_per_endpoint must be >= 1")
+        if timeout_s <= 0 or dns_refresh_s <= 0 or health_timeout_s <= 0:
+            raise ValueError("timeouts and intervals must be > 0")
         self.name = model
         self.model = model
+        self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.sampling = sampling or {
             "temperature": 0.6,
@@ -57,13 +184,44 @@ class OpenAICompatSummaryModel:
             "top_k": 20,
             "max_tokens": 4096,
         }
-        self._endpoints = [_Endpoint(u.rstrip("/")) for u in base_urls]
+        self.max_concurrency_per_endpoint = max_concurrency_per_endpoint
+        self.health_interval_s = health_interval_s if health_interval_s and health_interval_s > 0 else None
+        self.health_timeout_s = health_timeout_s
+        self.breaker_failures = breaker_failures
+        self.breaker_reset_s = breaker_reset_s
+        self.dns_refresh_s = dns_refresh_s
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self._resolver: Resolver = resolver or resolve_all
+        self._clock = clock
+
+        self._static: list[str] = []
+        self._dns: list[_DnsEntry] = []
+        for raw in base_urls:
+            entry = raw.strip()
+            if entry.startswith("dns+"):
+                self._dns.append(_DnsEntry.parse(entry))
+            else:
+                self._static.append(entry.rstrip("/"))
+        self._dns_urls: dict[str, list[str]] = {}
+        self._endpoints: list[_Endpoint] = []
+        self._changed = asyncio.Event()
+        self._reconcile()
+
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
             headers={"Authorization": f"Bearer {api_key}"},
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            # concurrency is capped per endpoint by the pool itself
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             transport=transport,
         )
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._waiting = 0
+        self._rotation = 0
+        self._rng = random.Random()
 
     @classmethod
     def from_settings(cls, settings: ModelSettings) -> OpenAICompatSummaryModel:
@@ -79,68 +237,399 @@ class OpenAICompatSummaryModel:
                 "top_k": settings.top_k,
                 "max_tokens": settings.max_tokens,
             },
+            max_concurrency_per_endpoint=settings.max_concurrency_per_endpoint,
+            health_interval_s=settings.health_interval_s,
+            breaker_failures=settings.breaker_failures,
+            breaker_reset_s=settings.breaker_reset_s,
+            dns_refresh_s=settings.dns_refresh_s,
         )
 
-    def _pick(self, exclude: set[str]) -> _Endpoint:
-        candidates = [e for e in self._endpoints if e.base_url not in exclude] or self._endpoints
-        return min(candidates, key=lambda e: (e.outstanding, e.failures))
+    # ------------------------------------------------------------------ observation
+
+    @property
+    def in_flight(self) -> int:
+        """Requests currently sent to the pool's endpoints."""
+        return sum(e.outstanding for e in self._endpoints)
+
+    @property
+    def capacity(self) -> int:
+        """Concurrent requests the usable endpoints take (cap x healthy, non-open endpoints)."""
+        return self.max_concurrency_per_endpoint * sum(1 for e in self._endpoints if self._usable(e))
+
+    @property
+    def saturated(self) -> bool:
+        """True when no endpoint can take a request right now (all at their cap, or none
+        usable): a :meth:`generate` call would wait.  False before first use."""
+        if not self._started:
+            return False
+        return not any(self._can_take(e) for e in self._endpoints)
+
+    @property
+    def waiting(self) -> int:
+        """:meth:`generate` calls waiting for a free slot."""
+        return self._waiting
+
+    @property
+    def endpoints(self) -> list[EndpointStatus]:
+        """A snapshot of every endpoint, draining ones included."""
+        return [
+            EndpointStatus(
+                base_url=e.base_url,
+                source=e.source,
+                healthy=e.healthy,
+                draining=e.draining,
+                outstanding=e.outstanding,
+                breaker=e.breaker.state.value,
+                consecutive_failures=e.breaker.consecutive_failures,
+                requests=e.requests,
+                failures=e.failures,
+            )
+            for e in self._endpoints
+        ]
+
+    def _usable(self, e: _Endpoint) -> bool:
+        return e.healthy and not e.draining and e.breaker.state is not BreakerState.OPEN
+
+    def _can_take(self, e: _Endpoint) -> bool:
+        return (
+            self._usable(e)
+            and e.outstanding < self.max_concurrency_per_endpoint
+            and e.breaker.can_acquire()
+        )
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        """Resolve DNS entries and start the health and DNS tasks (done lazily on first use)."""
+        if self._started:
+            return
+        if self._closed:
+            raise ModelUnavailableError("the model client is closed")
+        async with self._start_lock:
+            if self._started:
+                return
+            if self._dns:
+                await self.refresh_dns()
+                self._tasks.append(asyncio.create_task(self._dns_loop(), name="llm-pool-dns"))
+            if self.health_interval_s is not None:
+                self._tasks.append(
+                    asyncio.create_task(self._health_loop(), name="llm-pool-health")
+                )
+            self._started = True
+
+    async def aclose(self) -> None:
+        self._closed = True
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._notify()
+        await self._client.aclose()
+
+    def _notify(self) -> None:
+        """Wake the calls waiting for a slot (something changed)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    # ------------------------------------------------------------------ endpoints and DNS
+
+    def _reconcile(self) -> None:
+        """Make the endpoint list match static + resolved URLs (drain the vanished ones)."""
+        wanted: dict[str, tuple[str, _DnsEntry | None]] = {}
+        for url in self._static:
+            wanted.setdefault(url, (url, None))
+        for entry in self._dns:
+            for url in self._dns_urls.get(entry.source, []):
+                wanted.setdefault(url, (entry.source, entry))
+        known = {e.base_url: e for e in self._endpoints}
+        for url, (source, entry) in wanted.items():
+            endpoint = known.get(url)
+            if endpoint is not None:
+                if endpoint.draining:
+                    log.info("model endpoint %s is back (%s)", url, source)
+                    endpoint.draining = False
+                continue
+            endpoint = _Endpoint(
+                url, source, CircuitBreaker(self.breaker_failures, self.breaker_reset_s,
+                                            clock=self._clock)
+            )
+            if entry is not None:
+                endpoint.headers["Host"] = entry.netloc
+                if entry.scheme == "https":
+                    endpoint.extensions["sni_hostname"] = entry.host
+            self._endpoints.append(endpoint)
+            if entry is not None:
+                log.info("model endpoint %s added (%s)", url, source)
+        for endpoint in self._endpoints:
+            if endpoint.base_url not in wanted and not endpoint.draining:
+                log.info("model endpoint %s left %s: draining", endpoint.base_url, endpoint.source)
+                endpoint.draining = True
+        self._endpoints = [e for e in self._endpoints if not (e.draining and e.outstanding == 0)]
+        self._notify()
+
+    async def refresh_dns(self) -> None:
+        """Re-resolve every DNS entry now (a failed resolution keeps the previous addresses)."""
+        if not self._dns:
+            return
+        results = await asyncio.gather(
+            *(self._resolver(entry.host, entry.port) for entry in self._dns),
+            return_exceptions=True,
+        )
+        for entry, result in zip(self._dns, results, strict=True):
+            if isinstance(result, BaseException) or not result:
+                log.warning("cannot resolve model endpoint %s (%r); keeping %d known addresses",
+                            entry.source, result, len(self._dns_urls.get(entry.source, [])))
+                continue
+            self._dns_urls[entry.source] = [entry.url_for(ip) for ip in result]
+        self._reconcile()
+
+    async def _dns_loop(self) -> None:
+        while True:
+            unresolved = any(not self._dns_urls.get(e.source) for e in self._dns)
+            await asyncio.sleep(min(self.dns_refresh_s, 2.0) if unresolved else self.dns_refresh_s)
+            try:
+                await self.refresh_dns()
+            except Exception:  # never let the loop die
+                log.exception("model endpoint DNS refresh failed")
+
+    # ------------------------------------------------------------------ health
+
+    async def check_health(self) -> None:
+        """Probe every (non-draining) endpoint once now."""
+        await asyncio.gather(*(self._probe(e) for e in self._endpoints if not e.draining))
+
+    async def _probe(self, endpoint: _Endpoint) -> None:
+        try:
+            async with asyncio.timeout(self.health_timeout_s):
+                resp = await self._client.get(
+                    f"{endpoint.root}/health",
+                    headers=endpoint.headers,
+                    extensions=endpoint.extensions,
+                    timeout=self.health_timeout_s,
+                )
+            healthy = resp.is_success or resp.status_code in _NO_ROUTE
+            why = f"status {resp.status_code}"
+        except (TimeoutError, httpx.TimeoutException):
+            healthy, why = False, "timeout"
+        except httpx.RequestError as exc:
+            healthy, why = False, repr(exc)
+        if healthy != endpoint.healthy:
+            endpoint.healthy = healthy
+            if healthy:
+                log.info("model endpoint %s is healthy again", endpoint.base_url)
+            else:
+                log.warning("model endpoint %s failed its health check (%s)", endpoint.base_url, why)
+            self._notify()
+
+    async def _health_loop(self) -> None:
+        assert self.health_interval_s is not None
+        while True:
+            try:
+                await self.check_health()
+            except Exception:  # never let the loop die
+                log.exception("model endpoint health check failed")
+            await asyncio.sleep(self.health_interval_s)
+
+    # ------------------------------------------------------------------ requests
 
     def request_body(self, request: UpdateRequest) -> dict[str, object]:
         """The chat-completions body: two messages, reference sampling, thinking left on."""
         return {"model": self.model, "messages": request.prompt.messages(), "n": 1, **self.sampling}
 
     async def generate(self, request: UpdateRequest) -> ModelReply:
+        await self.start()
         body = self.request_body(request)
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         tried: set[str] = set()
         last_error: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            endpoint = self._pick(tried)
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self._backoff_s(attempt - 1))
+            try:
+                endpoint, trial = await self._acquire(tried, deadline)
+            except _NoUsableEndpoint as exc:
+                last_error = exc
+                log.warning("no usable model endpoint (%s), attempt %d/%d", exc, attempt + 1,
+                            attempts)
+                continue
             tried.add(endpoint.base_url)
             try:
-                return await self._call(endpoint, body)
+                return await self._call(endpoint, body, trial)
             except ModelUnavailableError as exc:
                 last_error = exc
-                log.warning("model endpoint %s failed (%s), attempt %d", endpoint.base_url, exc,
-                            attempt + 1)
-                if attempt < self.max_retries:
-                    await asyncio.sleep(min(0.2 * 2**attempt, 2.0))
-        raise ModelUnavailableError(f"all attempts failed: {last_error}") from last_error
+                log.warning("model endpoint %s failed (%s), attempt %d/%d", endpoint.base_url, exc,
+                            attempt + 1, attempts)
+        raise ModelUnavailableError(f"all {attempts} attempts failed: {last_error}") from last_error
 
-    async def _call(self, endpoint: _Endpoint, body: dict[str, object]) -> ModelReply:
-        endpoint.outstanding += 1
+    def _backoff_s(self, retry: int) -> float:
+        """Exponential backoff with ("equal") jitter: in [d/2, d], d = base x 2^retry <= max."""
+        delay = min(self.backoff_max_s, self.backoff_base_s * 2**retry)
+        return delay / 2 + self._rng.uniform(0, delay / 2)
+
+    def _pick(self, tried: set[str]) -> _Endpoint | None:
+        free = [e for e in self._endpoints if self._can_take(e)]
+        if not free:
+            return None
+        fresh = [e for e in free if e.base_url not in tried] or free
+        self._rotation += 1
+        n = len(self._endpoints)
+        order = {id(e): i for i, e in enumerate(self._endpoints)}
+        return min(fresh, key=lambda e: (e.outstanding, (order[id(e)] - self._rotation) % n))
+
+    async def _acquire(self, tried: set[str], deadline: float) -> tuple[_Endpoint, bool]:
+        """Reserve a slot on the best endpoint, waiting while every usable one is at its cap."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._closed:
+                raise ModelUnavailableError("the model client is closed")
+            endpoint = self._pick(tried)
+            if endpoint is not None:
+                trial = endpoint.breaker.state is BreakerState.HALF_OPEN
+                endpoint.breaker.acquire()
+                endpoint.outstanding += 1
+                endpoint.requests += 1
+                return endpoint, trial
+            if not any(self._usable(e) for e in self._endpoints):
+                raise _NoUsableEndpoint(self._describe_unusable())
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise ModelUnavailableError(
+                    f"model pool saturated: no free slot within {self.timeout_s:g}s "
+                    f"({self.in_flight} in flight, capacity {self.capacity})"
+                )
+            changed = self._changed
+            self._waiting += 1
+            try:
+                # re-check at least every second: open breakers turn half-open with time
+                await asyncio.wait_for(changed.wait(), min(remaining, 1.0))
+            except TimeoutError:
+                pass
+            finally:
+                self._waiting -= 1
+
+    def _describe_unusable(self) -> str:
+        if not self._endpoints:
+            return "no model endpoint known (DNS not resolved?)"
+        parts = []
+        for e in self._endpoints:
+            state = ("draining" if e.draining else "unhealthy" if not e.healthy
+                     else f"breaker {e.breaker.state.value}")
+            parts.append(f"{e.base_url}: {state}")
+        return "no usable model endpoint (" + ", ".join(parts) + ")"
+
+    def _release(self, endpoint: _Endpoint, trial: bool, outcome: bool | None) -> None:
+        """Free the slot and report the outcome (True ok, False transient failure, None none)."""
+        endpoint.outstanding -= 1
+        breaker = endpoint.breaker
+        before = breaker.state
+        if outcome is True:
+            breaker.record_success()
+        elif outcome is False:
+            endpoint.failures += 1
+            breaker.record_failure()
+        elif trial:
+            breaker.cancel_trial()
+        after = breaker.state
+        if after is not before:
+            if after is BreakerState.OPEN:
+                log.warning("model endpoint %s: circuit opened for %gs", endpoint.base_url,
+                            breaker.reset_s)
+            else:
+                log.info("model endpoint %s: circuit %s", endpoint.base_url, after.value)
+        if endpoint.draining and endpoint.outstanding == 0 and endpoint in self._endpoints:
+            self._endpoints.remove(endpoint)
+            log.info("model endpoint %s drained and removed", endpoint.base_url)
+        self._notify()
+
+    async def _call(self, endpoint: _Endpoint, body: dict[str, object], trial: bool) -> ModelReply:
+        outcome: bool | None = None
         started = time.perf_counter()
         try:
-            resp = await self._client.post(f"{endpoint.base_url}/chat/completions", json=body)
-        except httpx.TimeoutException as exc:
-            endpoint.failures += 1
-            raise ModelUnavailableError(f"timeout calling {endpoint.base_url}") from exc
-        except httpx.TransportError as exc:
-            endpoint.failures += 1
-            raise ModelUnavailableError(f"cannot reach {endpoint.base_url}: {exc!r}") from exc
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    resp = await self._client.post(
+                        f"{endpoint.base_url}/chat/completions",
+                        json=body,
+                        headers=endpoint.headers,
+                        extensions=endpoint.extensions,
+                    )
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                outcome = False
+                raise ModelUnavailableError(
+                    f"timeout after {self.timeout_s:g}s calling {endpoint.base_url}"
+                ) from exc
+            except httpx.RequestError as exc:
+                outcome = False
+                raise ModelUnavailableError(f"cannot reach {endpoint.base_url}: {exc!r}") from exc
+            latency_ms = (time.perf_counter() - started) * 1000
+            status = resp.status_code
+            if is_transient_status(status):
+                outcome = False
+                raise ModelUnavailableError(f"{endpoint.base_url} answered {status}")
+            if status >= 300:
+                outcome = True  # the server works; the request is what it refuses
+                raise ModelRequestError(f"{endpoint.base_url} refused the request "
+                                        f"({status}): {resp.text[:300]}")
+            try:
+                data = resp.json()
+                choice = data["choices"][0]
+                usage = data.get("usage") or {}
+                reply = ModelReply(
+                    text=choice["message"]["content"] or "",
+                    model=data.get("model", self.model),
+                    prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                    completion_tokens=int(usage.get("completion_tokens", 0)),
+                    finish_reason=choice.get("finish_reason"),
+                    latency_ms=latency_ms,
+                )
+            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                outcome = False
+                raise ModelUnavailableError(f"malformed response from {endpoint.base_url}") from exc
+            outcome = True
+            return reply
         finally:
-            endpoint.outstanding -= 1
-        latency_ms = (time.perf_counter() - started) * 1000
-        if resp.status_code in RETRIABLE_STATUS:
-            endpoint.failures += 1
-            raise ModelUnavailableError(f"{endpoint.base_url} answered {resp.status_code}")
-        if resp.status_code >= 400:
-            raise ModelRequestError(f"{endpoint.base_url} refused the request "
-                                    f"({resp.status_code}): {resp.text[:300]}")
-        endpoint.failures = 0
-        try:
-            data = resp.json()
-            choice = data["choices"][0]
-            usage = data.get("usage") or {}
-            return ModelReply(
-                text=choice["message"]["content"] or "",
-                model=data.get("model", self.model),
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
-                finish_reason=choice.get("finish_reason"),
-                latency_ms=latency_ms,
-            )
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ModelUnavailableError(f"malformed response from {endpoint.base_url}") from exc
+            self._release(endpoint, trial, outcome)
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    # ------------------------------------------------------------------ tokens
+
+    async def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int | None:
+        """Prompt tokens of ``messages`` (chat template and generation prompt included), asked
+        to a server's ``POST /tokenize``; None when no usable endpoint supports it."""
+        await self.start()
+        body = {"model": self.model, "messages": [dict(m) for m in messages],
+                "add_generation_prompt": True}
+        candidates = sorted(
+            (e for e in self._endpoints if self._usable(e) and e.tokenize_supported is not False),
+            key=lambda e: e.outstanding,
+        )
+        timeout = min(self.timeout_s, 10.0)
+        for endpoint in candidates[: self.max_retries + 1]:
+            try:
+                async with asyncio.timeout(timeout):
+                    resp = await self._client.post(
+                        f"{endpoint.root}/tokenize",
+                        json=body,
+                        headers=endpoint.headers,
+                        extensions=endpoint.extensions,
+                    )
+            except (TimeoutError, httpx.RequestError) as exc:
+                log.debug("tokenize on %s failed: %r", endpoint.base_url, exc)
+                continue
+            if resp.status_code in _NO_ROUTE:
+                if endpoint.tokenize_supported is None:
+                    log.info("model endpoint %s has no /tokenize (%d)", endpoint.base_url,
+                             resp.status_code)
+                endpoint.tokenize_supported = False
+                continue
+            if not resp.is_success:
+                log.debug("tokenize on %s answered %d", endpoint.base_url, resp.status_code)
+                continue
+            try:
+                count = resp.json()["count"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                endpoint.tokenize_supported = True
+                return count
+        return None
