@@ -9,15 +9,16 @@ import asyncio
 import enum
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
 
+from .domain.budget import FitResult, estimate_tokens, fit_prompt_async
 from .domain.output import OutputRejected, parse_summary
-from .domain.prompt import build_update_prompt
-from .domain.triples import to_triples
+from .domain.prompt import Prompt
+from .domain.triples import Triple, to_triples
 from .domain.windowing import window_id
 from .errors import VersionConflictError
 from .ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, UpdateRequest
@@ -31,6 +32,7 @@ class Outcome(enum.StrEnum):
     UPDATED = "updated"
     DUPLICATE = "duplicate"  # every event was already applied (a replayed window)
     NO_TRIPLES = "no_triples"  # nothing the model could read (e.g. only unpaired dislikes)
+    TOO_LARGE = "too_large"  # not even one interaction fits the context (reported, not retried)
     REJECTED_OUTPUT = "rejected_output"  # the model never gave a usable summary
 
 
@@ -42,6 +44,8 @@ class UpdateResult:
     attempts: int = 0
     rejections: tuple[str, ...] = ()
     skipped_event_ids: tuple[str, ...] = field(default=())
+    dropped_event_ids: tuple[str, ...] = field(default=())
+    summary_too_long: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,12 @@ class UpdatePolicy:
     output_attempts: int = 3
     output_backoff_s: float = 0.5
     conflict_attempts: int = 5
+    context_tokens: int = 16384
+    output_tokens: int = 4096
+
+
+PromptCounter = Callable[[Prompt], Awaitable[int | None]]
+"""Counts a rendered prompt's tokens exactly (e.g. vLLM ``/tokenize``); None when unavailable."""
 
 
 def _utcnow() -> datetime:
@@ -70,7 +80,9 @@ class ProfileUpdater:
         policy: UpdatePolicy | None = None,
         *,
         clock: Callable[[], datetime] = _utcnow,
+        token_counter: PromptCounter | None = None,
     ) -> None:
+        self.token_counter = token_counter
         self.store = store
         self.model = model
         self.publisher = publisher
@@ -106,16 +118,22 @@ class ProfileUpdater:
                 Outcome.NO_TRIPLES, user_id, current, skipped_event_ids=conversion.unpaired_event_ids
             )
         previous = current.summary if current else None
-        request = UpdateRequest(
-            prompt=build_update_prompt(previous, conversion.triples),
-            previous_summary=previous,
-            triples=conversion.triples,
-        )
+        fit = await self._fit(previous, conversion.triples)
+        if fit.summary_too_long:
+            log.warning("previous summary exceeds its token allowance (truncated=%s)",
+                        fit.summary_truncated)
+        if not fit.fits:
+            log.error("window does not fit the context even cut down (%d prompt tokens)",
+                      fit.prompt_tokens)
+            return UpdateResult(Outcome.TOO_LARGE, user_id, current,
+                                dropped_event_ids=tuple(e.event_id for e in fresh))
+        request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
         reply, summary, attempts, rejections = await self._generate(request)
         if summary is None:
             return UpdateResult(
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
+        dropped = tuple(dict.fromkeys((*fit.dropped_event_ids, *conversion.unpaired_event_ids)))
         record = SummaryRecord(
             user_id=user_id,
             version=current.version + 1 if current else 1,
@@ -124,6 +142,7 @@ class ProfileUpdater:
             model=reply.model,
             window_id=window_id(user_id, (e.event_id for e in fresh)),
             event_ids=tuple(e.event_id for e in fresh),
+            dropped_event_ids=dropped,
             usage=TokenUsage(
                 prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens
             ),
@@ -132,7 +151,36 @@ class ProfileUpdater:
         )
         await self.store.append(record)
         await self.publisher.publish(change_event(record))
-        return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections)
+        return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
+                            dropped_event_ids=dropped, summary_too_long=fit.summary_too_long)
+
+    async def _fit(self, previous: str | None, triples: Sequence[Triple]) -> FitResult:
+        """Fit prompt + output allowance into the context, keeping the most recent triples.
+
+        The conservative offline estimate is tried first: it over-counts, so when it fits the
+        real prompt fits too and the server is not asked.  Only a window the estimate finds too
+        large is measured with the server's tokenizer (when available).
+        """
+        policy = self.policy
+
+        async def estimate(prompt: Prompt) -> int:
+            return estimate_tokens(prompt.chat_text())
+
+        fit = await fit_prompt_async(previous, triples, count=estimate,
+                                     context_tokens=policy.context_tokens,
+                                     output_tokens=policy.output_tokens)
+        if self.token_counter is None or (fit.fits and not fit.dropped_event_ids
+                                          and not fit.truncated_event_ids):
+            return fit
+        counter = self.token_counter
+
+        async def exact(prompt: Prompt) -> int:
+            n = await counter(prompt)
+            return n if n is not None else estimate_tokens(prompt.chat_text())
+
+        return await fit_prompt_async(previous, triples, count=exact,
+                                      context_tokens=policy.context_tokens,
+                                      output_tokens=policy.output_tokens)
 
     async def _generate(
         self, request: UpdateRequest

@@ -878,10 +878,10 @@ def _stop_one(name: str, cfg: Config, grace: float | None, sig: int = signal.SIG
         _signal_group(pid, signal.SIGKILL)
         _wait_dead(pid, 10)
     else:
-        say(f"{name}: SIGTERM to pid {pid}, waiting up to {grace:.0f}s ...")
+        say(f"{name}: SIGTERM to pid {pid}, waiting up to {grace:g}s ...")
         _signal_group(pid, signal.SIGTERM)
         if not _wait_dead(pid, grace):
-            say(f"{name}: still alive after {grace:.0f}s, SIGKILL")
+            say(f"{name}: still alive after {grace:g}s, SIGKILL")
             _signal_group(pid, signal.SIGKILL)
             _wait_dead(pid, 10)
     if _pid_alive(pid):

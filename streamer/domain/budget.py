@@ -139,8 +139,8 @@ def estimate_tokens(text: str) -> int:
     tokenizer it undercounts digits (0.35x), the prompt's ``=====``/``*****`` markers (0.5x of the
     stand-in) and URLs.  Measured against the Qwen3 ``tokenizer.json`` this is 1.1-1.3x on English
     prose, Markdown, code and the rendered update prompt, 1.15-2x on CJK, Japanese, Korean and
-    emoji.  Known blind spot: long random lowercase strings (hashes without digits), which BPE
-    splits into ~2-character pieces; use the server's ``/tokenize`` count where it matters.
+    emoji.  Known blind spot: random letter strings (base64, hashes, random IDs), which BPE splits
+    into ~1.5-2.5-character pieces (measured 0.5-0.9x); ``/tokenize`` counts them exactly.
     """
     total = 0
     end = len(text)

@@ -7,7 +7,7 @@ from streamer.errors import ModelUnavailableError
 from streamer.scheduler import WindowScheduler
 from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
 from streamer.testing import InMemoryProfileStore, ListPublisher, ScriptedSummaryModel
-from tests.factories import feedback, pairwise
+from tests.factories import feedback, item, pairwise
 
 pytestmark = pytest.mark.unit
 
@@ -129,3 +129,35 @@ async def test_scheduler_backpressure_blocks_offer_when_slots_are_full():
     await asyncio.wait_for(blocked, 5)
     await s.flush()
     assert s.busy == 0
+
+
+async def test_window_over_the_token_budget_keeps_recent_events_and_records_the_dropped():
+    store, pub = InMemoryProfileStore(), ListPublisher()
+    model = ScriptedSummaryModel(lambda req: "<think>t</think>\n\nok")
+    policy = UpdatePolicy(output_backoff_s=0, context_tokens=1400, output_tokens=200)
+    u = ProfileUpdater(store, model, pub, policy)
+    events = [pairwise(f"e{i}", chosen=item(f"c{i}", abstract="word " * 60)) for i in range(8)]
+    r = await u.apply("u1", events)
+    assert r.outcome is Outcome.UPDATED and r.dropped_event_ids
+    kept = [t.event_id for t in model.requests[0].triples]
+    assert kept == [e.event_id for e in events][-len(kept):]  # most recent kept, in order
+    assert set(r.dropped_event_ids) == {e.event_id for e in events} - set(kept)
+    assert pub.events[0].dropped_event_ids == r.dropped_event_ids
+    assert pub.events[0].event_ids == tuple(e.event_id for e in events)  # consumed, not lost
+
+
+async def test_exact_counter_is_asked_only_when_the_estimate_does_not_fit():
+    calls = []
+
+    async def exact(prompt):
+        calls.append(prompt)
+        return len(prompt.chat_text()) // 8
+
+    u = ProfileUpdater(InMemoryProfileStore(), ScriptedSummaryModel(lambda r: "<think>t</think>\n\nok"),
+                       ListPublisher(), UpdatePolicy(output_backoff_s=0), token_counter=exact)
+    await u.apply("u1", [pairwise("e1")])
+    assert calls == []
+    u.policy = UpdatePolicy(output_backoff_s=0, context_tokens=1400, output_tokens=200)
+    events = [pairwise(f"x{i}", chosen=item(f"c{i}", abstract="word " * 60)) for i in range(8)]
+    r = await u.apply("u2", events)
+    assert calls and r.outcome is Outcome.UPDATED
