@@ -11,7 +11,8 @@ import faust
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .flows.update_profiles import UpdateFlow
 from .ports import ProfileStore, SummaryModel
-from .service import ProfileUpdater, UpdatePolicy
+from .domain.prompt import Prompt
+from .service import ProfileUpdater, PromptCounter, UpdatePolicy
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,29 @@ def update_policy(settings: Settings) -> UpdatePolicy:
         rating_threshold=settings.window.rating_threshold,
         max_summary_chars=settings.model.max_summary_chars,
         output_attempts=settings.model.output_attempts,
+        context_tokens=settings.model.context_tokens,
+        output_tokens=settings.model.max_tokens,
     )
+
+
+def build_token_counter(model: SummaryModel) -> PromptCounter | None:
+    """Exact prompt token counts: the serving pool's ``/tokenize`` first, else the real Qwen3
+    tokenizer when installed locally; None leaves the conservative estimate alone."""
+    from .adapters.llm.qwen_tokenizer import load_qwen_counter
+
+    local = load_qwen_counter()
+    remote = getattr(model, "count_tokens", None)
+    if remote is None and local is None:
+        return None
+
+    async def count(prompt: Prompt) -> int | None:
+        if remote is not None:
+            n = await remote(prompt.messages())
+            if n is not None:
+                return n
+        return local(prompt.chat_text()) if local is not None else None
+
+    return count
 
 
 @dataclass
@@ -86,7 +109,11 @@ def create_app(
         await app.producer.send_and_wait(topic, key, value, None, None, list(headers))
 
     updater = ProfileUpdater(
-        store, model, KafkaChangePublisher(send, kafka.output_topic), update_policy(settings)
+        store,
+        model,
+        KafkaChangePublisher(send, kafka.output_topic),
+        update_policy(settings),
+        token_counter=build_token_counter(model),
     )
     flow = UpdateFlow(
         updater,

@@ -87,6 +87,9 @@ class ModelSettings(_Section):
     """Top-k sampling (reference; vLLM extension)."""
     max_tokens: int = Field(4096, ge=1)
     """Output allowance, thinking included (reference)."""
+    context_tokens: int = Field(16384, ge=256)
+    """Serving context (vLLM max_model_len): prompt + max_tokens must fit; older interactions
+    of an oversized window are dropped (and recorded) until it does."""
     output_attempts: int = Field(3, ge=1)
     """Attempts to get a well-formed reply before keeping the previous summary."""
     max_summary_chars: int = Field(8000, ge=1)

@@ -724,6 +724,16 @@ def probe_cassandra(port: int | None = None, timeout: float = 20.0) -> str:
         cluster.shutdown()
 
 
+def _check_probe_deps(name: str) -> None:
+    import importlib.util
+    mod = "aiokafka" if name == "kafka" else "cassandra"
+    if importlib.util.find_spec(mod) is None:
+        raise InfraError(
+            f"{name}: the readiness probe needs the Python package {mod!r}, which "
+            f"{sys.executable} cannot import: run this launcher with the project venv "
+            "(.venv/bin/python deploy/local/infra.py ...; `make venv` creates it)")
+
+
 def probe(name: str, cfg: Config | None = None, timeout: float = 20.0) -> str:
     """Run the protocol probe once; raise on failure, return a short description."""
     cfg = cfg or Config.from_env()
@@ -740,11 +750,13 @@ def probe(name: str, cfg: Config | None = None, timeout: float = 20.0) -> str:
 # --------------------------------------------------------------------------------------------
 
 def wait_ready(name: str, timeout: float | None = None, cfg: Config | None = None,
-               pid: int | None = None, t0: float | None = None) -> float:
+               pid: int | None = None, t0: float | None = None,
+               kill_on_timeout: bool = False) -> float:
     """Poll the protocol probe until it passes; return seconds since ``t0`` (default: now).
 
     Raises InfraError (with the log tail and a likely cause) if the process dies or the timeout
-    passes. ``pid`` defaults to the recorded pid.
+    passes; ``up`` also kills a server that timed out (``kill_on_timeout``). ``pid`` defaults to
+    the recorded pid.
     """
     cfg = cfg or Config.from_env()
     timeout = cfg.timeout(name) if timeout is None else timeout
@@ -756,7 +768,8 @@ def wait_ready(name: str, timeout: float | None = None, cfg: Config | None = Non
     last_err = ""
     while True:
         if not _pid_alive(pid):
-            _fail(name, cfg, pid, exited=True, detail="the process exited during startup")
+            _fail(name, cfg, pid, exited=True, kill=False,
+                  detail="the process exited during startup")
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
@@ -771,34 +784,36 @@ def wait_ready(name: str, timeout: float | None = None, cfg: Config | None = Non
         except Exception as exc:  # noqa: BLE001 - any probe failure means "not ready yet"
             last_err = f"{type(exc).__name__}: {exc}"
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-    _fail(name, cfg, pid, exited=False,
+    _fail(name, cfg, pid, exited=False, kill=kill_on_timeout,
           detail=f"not ready after {timeout:.0f}s (last probe error: {last_err[:300]})")
     raise AssertionError("unreachable")
 
 
-def _fail(name: str, cfg: Config, pid: int, *, exited: bool, detail: str) -> None:
+def _fail(name: str, cfg: Config, pid: int, *, exited: bool, kill: bool, detail: str) -> None:
     logf = cfg.log_file(name)
-    if not exited:                      # don't leave a half-started server behind
+    if kill:                            # don't leave a half-started server behind
         _signal_group(pid, signal.SIGKILL)
         _wait_dead(pid, 10)
-    cfg.pid_file(name).unlink(missing_ok=True)
+    if exited or kill:
+        cfg.pid_file(name).unlink(missing_ok=True)
     cause = likely_cause(name, _read_log(logf), exited=exited, timed_out=not exited)
     raise InfraError(
         f"{name} failed to start: {detail}\n"
         f"--- last 40 lines of {logf} ---\n{_tail(logf, 40)}\n--- end of log ---\n"
-        f"Likely cause: {cause}" + ("" if exited else f"\n(killed pid {pid})"))
+        f"Likely cause: {cause}" + (f"\n(killed pid {pid})" if kill else ""))
 
 
 def _start_one(name: str, cfg: Config) -> None:
     pid = read_pid(name, cfg)
     if pid is not None:
         try:
-            probe(name, cfg, timeout=10)
+            with _quiet("aiokafka", "kafka", "cassandra"):
+                probe(name, cfg, timeout=10)
             say(f"{name}: already running, pid {pid}")
             return
         except Exception:  # noqa: BLE001
             say(f"{name}: pid {pid} is running but not ready yet; waiting ...")
-            took = wait_ready(name, cfg=cfg, pid=pid)
+            took = wait_ready(name, cfg=cfg, pid=pid, kill_on_timeout=True)
             say(f"{name}: ready after {took:.1f}s more (pid {pid})")
             return
     busy = _wait_ports_free(cfg, name, 3)     # a just-killed server may still be exiting
@@ -808,6 +823,7 @@ def _start_one(name: str, cfg: Config) -> None:
             f"{name}: port(s) already in use: {what} (not by a {name} recorded in "
             f"{cfg.pid_file(name)}). Likely cause: port in use -- another server or a server from "
             f"another PREFSTREAM_RUN_DIR; see `ss -ltnp`, or set PREFSTREAM_{name.upper()}_PORT*")
+    _check_probe_deps(name)
     java = _check_java(name)
     if not lib_complete(name):
         fetch([name])
@@ -827,7 +843,7 @@ def _start_one(name: str, cfg: Config) -> None:
     cfg.pid_file(name).write_text(f"{proc.pid}\n")
     say(f"{name}: started pid {proc.pid} (ports {_fmt_ports(cfg, name)}), log {logf}; "
         f"waiting up to {cfg.timeout(name):.0f}s for the protocol probe ...")
-    took = wait_ready(name, cfg=cfg, pid=proc.pid, t0=t0)
+    took = wait_ready(name, cfg=cfg, pid=proc.pid, t0=t0, kill_on_timeout=True)
     say(f"{name}: ready in {took:.1f}s (pid {proc.pid})")
 
 
