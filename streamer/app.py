@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import faust
 
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from .domain.prompt import Prompt
 from .flows.update_profiles import UpdateFlow
 from .ports import ProfileStore, SummaryModel
-from .domain.prompt import Prompt
 from .service import ProfileUpdater, PromptCounter, UpdatePolicy
 from .settings import Settings
 

@@ -17,7 +17,7 @@ from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
 
 from .domain.budget import FitResult, estimate_tokens, fit_prompt_async
 from .domain.output import OutputRejected, parse_summary
-from .domain.prompt import Prompt
+from .domain.prompt import NOT_PROVIDED, Prompt
 from .domain.triples import Triple, to_triples
 from .domain.windowing import window_id
 from .errors import VersionConflictError
@@ -25,14 +25,18 @@ from .ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, Upda
 
 log = logging.getLogger(__name__)
 
+NO_MODEL = "prefstream-carry-forward"
+"""``model`` of a version made without a model call (the previous summary carried forward).
+A first version of this kind holds ``Not Provided.``, the model's own no-summary placeholder."""
+
 
 class Outcome(enum.StrEnum):
     """What happened to a window; one per update, used by logs and metrics."""
 
     UPDATED = "updated"
     DUPLICATE = "duplicate"  # every event was already applied (a replayed window)
-    NO_TRIPLES = "no_triples"  # nothing the model could read (e.g. only unpaired dislikes)
-    TOO_LARGE = "too_large"  # not even one interaction fits the context (reported, not retried)
+    NO_TRIPLES = "no_triples"  # only unpaired dislikes: summary carried forward, events dropped
+    TOO_LARGE = "too_large"  # not even one interaction fits: summary carried forward, dropped
     REJECTED_OUTPUT = "rejected_output"  # the model never gave a usable summary
 
 
@@ -43,7 +47,6 @@ class UpdateResult:
     record: SummaryRecord | None = None
     attempts: int = 0
     rejections: tuple[str, ...] = ()
-    skipped_event_ids: tuple[str, ...] = field(default=())
     dropped_event_ids: tuple[str, ...] = field(default=())
     summary_too_long: bool = False
 
@@ -113,11 +116,12 @@ class ProfileUpdater:
                 await self.publisher.publish(change_event(current))
             return UpdateResult(Outcome.DUPLICATE, user_id, current)
         conversion = to_triples(fresh, rating_threshold=self.policy.rating_threshold)
-        if not conversion.triples:
-            return UpdateResult(
-                Outcome.NO_TRIPLES, user_id, current, skipped_event_ids=conversion.unpaired_event_ids
-            )
         previous = current.summary if current else None
+        if not conversion.triples:  # nothing to show the model: carry the summary forward
+            record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
+                                       dropped=conversion.unpaired_event_ids)
+            return UpdateResult(Outcome.NO_TRIPLES, user_id, record,
+                                dropped_event_ids=record.dropped_event_ids)
         fit = await self._fit(previous, conversion.triples)
         if fit.summary_too_long:
             log.warning("previous summary exceeds its token allowance (truncated=%s)",
@@ -125,34 +129,57 @@ class ProfileUpdater:
         if not fit.fits:
             log.error("window does not fit the context even cut down (%d prompt tokens)",
                       fit.prompt_tokens)
-            return UpdateResult(Outcome.TOO_LARGE, user_id, current,
-                                dropped_event_ids=tuple(e.event_id for e in fresh))
+            record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
+                                       dropped=tuple(e.event_id for e in fresh))
+            return UpdateResult(Outcome.TOO_LARGE, user_id, record,
+                                dropped_event_ids=record.dropped_event_ids)
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
         reply, summary, attempts, rejections = await self._generate(request)
         if summary is None:
             return UpdateResult(
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
-        dropped = tuple(dict.fromkeys((*fit.dropped_event_ids, *conversion.unpaired_event_ids)))
+        dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
+        record = await self._store(user_id, current, fresh, summary, reply.model, reply, dropped=dropped)
+        return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
+                            dropped_event_ids=record.dropped_event_ids,
+                            summary_too_long=fit.summary_too_long)
+
+    async def _store(
+        self,
+        user_id: str,
+        current: SummaryRecord | None,
+        events: Sequence[Interaction],
+        summary: str | None,
+        model: str,
+        reply: ModelReply | None,
+        *,
+        dropped: Sequence[str],
+    ) -> SummaryRecord:
+        """Append the next version (raises VersionConflictError) and publish its change event.
+
+        Every window ends in a version, so each valid event is recorded in exactly one; events
+        the prompt could not show are listed in ``dropped_event_ids``, never silently lost.
+        """
         record = SummaryRecord(
             user_id=user_id,
             version=current.version + 1 if current else 1,
             previous_version=current.version if current else None,
-            summary=summary,
-            model=reply.model,
-            window_id=window_id(user_id, (e.event_id for e in fresh)),
-            event_ids=tuple(e.event_id for e in fresh),
-            dropped_event_ids=dropped,
+            summary=summary if summary is not None else NOT_PROVIDED,
+            model=model,
+            window_id=window_id(user_id, (e.event_id for e in events)),
+            event_ids=tuple(e.event_id for e in events),
+            dropped_event_ids=tuple(dict.fromkeys(dropped)),
             usage=TokenUsage(
-                prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens
+                prompt_tokens=reply.prompt_tokens if reply else 0,
+                completion_tokens=reply.completion_tokens if reply else 0,
             ),
-            latency_ms=reply.latency_ms,
+            latency_ms=reply.latency_ms if reply else 0.0,
             created_at=self.clock(),
         )
         await self.store.append(record)
         await self.publisher.publish(change_event(record))
-        return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
-                            dropped_event_ids=dropped, summary_too_long=fit.summary_too_long)
+        return record
 
     async def _fit(self, previous: str | None, triples: Sequence[Triple]) -> FitResult:
         """Fit prompt + output allowance into the context, keeping the most recent triples.

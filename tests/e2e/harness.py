@@ -128,6 +128,21 @@ class Stack:
             **self.extra_env,
         }
 
+    def kafka_settings(self):
+        from streamer.settings import KafkaSettings
+
+        return KafkaSettings(
+            bootstrap_servers=self.bootstrap, input_topic=self.input_topic,
+            output_topic=self.output_topic, dead_letter_topic=self.dlq_topic, partitions=4,
+        )
+
+    async def ensure_topics(self) -> None:
+        """Provision topics as an operator would (`streamer topics ensure`) before producing."""
+        from streamer.adapters.kafka.admin import ensure_topics
+
+        problems = await ensure_topics(self.kafka_settings())
+        assert problems == [], problems
+
     def start_worker(self, log_dir: Path, name: str = "worker") -> Proc:
         port = free_port()
         return spawn(name, [sys.executable, "-m", "streamer", "worker"], self.env(port), log_dir)

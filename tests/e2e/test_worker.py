@@ -11,6 +11,7 @@ import pytest
 
 from schemas import DeadLetter
 from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.service import NO_MODEL
 from streamer.settings import CassandraSettings
 from tests.e2e.harness import Stack, TopicReader, produce, start_standin, wait_for_events_applied
 from tests.factories import click, feedback, impression, pairwise, rating
@@ -48,6 +49,7 @@ def log_dir(tmp_path):
 async def test_worker_end_to_end(kafka_bootstrap, cassandra_port, unique, log_dir):
     standin, base = start_standin(log_dir, "--ttft-ms", "20", "--per-token-ms", "0.2")
     stack = Stack(kafka_bootstrap, cassandra_port, unique, [base])
+    await stack.ensure_topics()
     worker = stack.start_worker(log_dir)
     procs = [standin, worker]
     settings = CassandraSettings(port=cassandra_port, keyspace=stack.keyspace)
@@ -82,8 +84,11 @@ async def test_worker_end_to_end(kafka_bootstrap, cassandra_port, unique, log_di
             assert [c.version for c in cs] == list(range(1, len(cs) + 1)), uid
             assert [c.previous_version for c in cs] == [None, *range(1, len(cs))]
             assert [eid for c in cs for eid in c.event_ids] == [e.event_id for e in per_user[uid]]
-            assert all(c.model == "VanillaH1/AlignXplore-Plus" for c in cs)
-            assert all(c.usage.prompt_tokens > 0 for c in cs)
+            for c in cs:
+                if c.model == NO_MODEL:  # only unpaired dislikes: carried forward, all dropped
+                    assert set(c.dropped_event_ids) == set(c.event_ids)
+                else:
+                    assert c.model == "VanillaH1/AlignXplore-Plus" and c.usage.prompt_tokens > 0
 
         # store: history equals the change events, current row is the last version
         store = await asyncio.to_thread(

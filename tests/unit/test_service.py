@@ -70,11 +70,18 @@ async def test_partially_replayed_window_applies_only_new_events():
     assert r.record.event_ids == ("e2",) and r.record.summary == "1 new."
 
 
-async def test_window_without_triples_makes_no_model_call():
-    u = updater([])
+async def test_window_without_triples_makes_no_model_call_but_records_its_events():
+    u = updater(["<think>t</think>\n\nLikes A."])
     r = await u.apply("u1", [feedback("d1", "dislike")])
-    assert r.outcome is Outcome.NO_TRIPLES and r.skipped_event_ids == ("d1",)
+    assert r.outcome is Outcome.NO_TRIPLES and r.dropped_event_ids == ("d1",)
     assert u.model.requests == []
+    assert r.record.summary == "Not Provided." and r.record.event_ids == ("d1",)
+    await u.apply("u1", [pairwise("e1")])
+    # the placeholder renders exactly like a missing summary in the next prompt
+    assert "=====Past Preference Summary=====\n\nNot Provided.\n\n" in u.model.requests[0].prompt.user
+    r3 = await u.apply("u1", [feedback("d2", "dislike")])
+    assert r3.record.summary == "Likes A." and r3.record.version == 3
+    assert [e.version for e in u.publisher.events] == [1, 2, 3]
 
 
 class FlakyModel(ScriptedSummaryModel):

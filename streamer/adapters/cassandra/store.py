@@ -25,7 +25,13 @@ from cassandra import (
     WriteTimeout,
 )
 from cassandra.auth import PlainTextAuthProvider
-from cassandra.cluster import Cluster, NoHostAvailable, Session
+from cassandra.cluster import (
+    EXEC_PROFILE_DEFAULT,
+    Cluster,
+    ExecutionProfile,
+    NoHostAvailable,
+    Session,
+)
 from cassandra.policies import DCAwareRoundRobinPolicy
 from cassandra.query import PreparedStatement
 
@@ -51,11 +57,17 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else ""
         auth = PlainTextAuthProvider(settings.username, password)
+    profile = ExecutionProfile(
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+        request_timeout=settings.request_timeout_s,
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL,
+    )
     cluster = Cluster(
         settings.hosts,
         port=settings.port,
         auth_provider=auth,
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5,
         connect_timeout=10,
     )
@@ -68,7 +80,6 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
             f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); is it running? "
             "Locally: `make up`"
         ) from exc
-    session.default_timeout = settings.request_timeout_s
     return cluster, session
 
 
@@ -212,7 +223,7 @@ class CassandraProfileStore:
             )
             if rows and rows[0].applied:
                 return
-            existing = rows[0].version if rows else None
+            existing = getattr(rows[0], "version", None) if rows else None
             if existing is not None:  # already at or beyond this version: nothing to do
                 return
             rows = await _execute(self._session, self._create, values)
