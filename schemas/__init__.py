@@ -12,6 +12,7 @@ from .events import (
     PairwiseChoice,
     Rating,
     SummaryChanged,
+    SummaryUpdateFailed,
     TokenUsage,
 )
 from .items import Item
@@ -31,5 +32,6 @@ __all__ = [
     "Rating",
     "SummaryChanged",
     "SummaryRecord",
+    "SummaryUpdateFailed",
     "TokenUsage",
 ]

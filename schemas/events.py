@@ -116,3 +116,23 @@ class SummaryChanged(Contract):
     usage: TokenUsage
     latency_ms: float = Field(ge=0, description="Wall time of the model call(s).")
     occurred_at: AwareDatetime = Field(description="When the version was stored.")
+
+
+class SummaryUpdateFailed(Contract):
+    """Published to ``profiles.update-failures.v1`` when a window's update gave no usable summary.
+
+    The user's previous summary is kept and the window's events stay pending for the next
+    attempt, so this is a notice, not a loss.
+    """
+
+    type: Literal["summary.update_failed"] = "summary.update_failed"
+    schema_version: Literal[1] = 1
+    event_id: EventId
+    user_id: UserId
+    window_id: str
+    event_ids: tuple[str, ...]
+    kept_version: int | None = Field(ge=1, description="The version that stays current.")
+    reasons: tuple[str, ...] = Field(description="Why each attempt was rejected, e.g. `no_think_close`.")
+    attempts: int = Field(ge=1)
+    model: str
+    occurred_at: AwareDatetime

@@ -111,7 +111,7 @@ def create_app(
     updater = ProfileUpdater(
         store,
         model,
-        KafkaChangePublisher(send, kafka.output_topic),
+        KafkaChangePublisher(send, kafka.output_topic, kafka.failures_topic),
         update_policy(settings),
         token_counter=build_token_counter(model),
     )

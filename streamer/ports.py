@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from schemas import SummaryChanged, SummaryRecord
+from schemas import SummaryChanged, SummaryRecord, SummaryUpdateFailed
 
 from .domain.prompt import Prompt
 from .domain.triples import Triple
@@ -65,6 +65,8 @@ class ProfileStore(Protocol):
 
 
 class ChangePublisher(Protocol):
-    """Publishes one change event per stored version."""
+    """Publishes one change event per stored version, and notices of failed updates."""
 
     async def publish(self, event: SummaryChanged) -> None: ...
+
+    async def publish_failure(self, event: SummaryUpdateFailed) -> None: ...

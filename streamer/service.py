@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
+from schemas import Interaction, SummaryChanged, SummaryRecord, SummaryUpdateFailed, TokenUsage
 
 from .domain.budget import FitResult, estimate_tokens, fit_prompt_async
 from .domain.output import OutputRejected, parse_summary
@@ -136,6 +136,19 @@ class ProfileUpdater:
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
         reply, summary, attempts, rejections = await self._generate(request)
         if summary is None:
+            await self.publisher.publish_failure(
+                SummaryUpdateFailed(
+                    event_id=str(uuid.uuid4()),
+                    user_id=user_id,
+                    window_id=window_id(user_id, (e.event_id for e in fresh)),
+                    event_ids=tuple(e.event_id for e in fresh),
+                    kept_version=current.version if current else None,
+                    reasons=rejections,
+                    attempts=attempts,
+                    model=reply.model,
+                    occurred_at=self.clock(),
+                )
+            )
             return UpdateResult(
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )

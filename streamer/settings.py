@@ -27,6 +27,8 @@ class KafkaSettings(_Section):
     """Summary-changed events, keyed by user_id."""
     dead_letter_topic: str = "profiles.interactions.v1.dlq"
     """Invalid input records, original bytes plus `x-dlq-*` headers."""
+    failures_topic: str = "profiles.update-failures.v1"
+    """Notices of updates that kept the previous summary (model output rejected)."""
     partitions: int = Field(8, ge=1)
     """Partition count used when the worker or `streamer topics ensure` creates topics."""
     replication_factor: int = Field(1, ge=1)

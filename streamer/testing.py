@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from schemas import SummaryChanged, SummaryRecord
+from schemas import SummaryChanged, SummaryRecord, SummaryUpdateFailed
 
 from .errors import VersionConflictError
 from .ports import ModelReply, UpdateRequest
@@ -40,9 +40,13 @@ class ListPublisher:
 
     def __init__(self) -> None:
         self.events: list[SummaryChanged] = []
+        self.failures: list[SummaryUpdateFailed] = []
 
     async def publish(self, event: SummaryChanged) -> None:
         self.events.append(event)
+
+    async def publish_failure(self, event: SummaryUpdateFailed) -> None:
+        self.failures.append(event)
 
 
 class ScriptedSummaryModel:

@@ -45,6 +45,9 @@ async def test_garbage_is_retried_then_previous_summary_kept():
     assert result.outcome is Outcome.REJECTED_OUTPUT
     assert result.rejections == ("no_think_close", "empty_summary", "multiple_think_close")
     assert await u.store.history("u1") == [] and u.publisher.events == []
+    (notice,) = u.publisher.failures
+    assert notice.reasons == result.rejections and notice.kept_version is None
+    assert notice.event_ids == ("e1",) and notice.attempts == 3
 
 
 async def test_retry_recovers_from_one_bad_reply():

@@ -28,6 +28,7 @@ def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
         TopicSpec(settings.input_topic, n, rf, {"cleanup.policy": "delete"}),
         TopicSpec(settings.output_topic, n, rf, {"cleanup.policy": "compact"}),
         TopicSpec(settings.dead_letter_topic, n, rf, {"cleanup.policy": "delete"}),
+        TopicSpec(settings.failures_topic, n, rf, {"cleanup.policy": "delete"}),
     ]
 
 

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
-from schemas import DeadLetter, SummaryChanged
+from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed
 
 from ...errors import InvalidEventError
 from .codec import encode_model
@@ -23,15 +23,23 @@ Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[None]]
 
 
 class KafkaChangePublisher:
-    """Publishes :class:`SummaryChanged` keyed by user id."""
+    """Publishes :class:`SummaryChanged` (and failure notices) keyed by user id."""
 
-    def __init__(self, send: Send, topic: str) -> None:
+    def __init__(self, send: Send, topic: str, failures_topic: str | None = None) -> None:
         self._send = send
         self.topic = topic
+        self.failures_topic = failures_topic
 
     async def publish(self, event: SummaryChanged) -> None:
+        await self._publish(self.topic, event)
+
+    async def publish_failure(self, event: SummaryUpdateFailed) -> None:
+        if self.failures_topic:
+            await self._publish(self.failures_topic, event)
+
+    async def _publish(self, topic: str, event: SummaryChanged | SummaryUpdateFailed) -> None:
         headers = [("content-type", b"application/json"), ("type", event.type.encode())]
-        await self._send(self.topic, event.user_id.encode(), encode_model(event), headers)
+        await self._send(topic, event.user_id.encode(), encode_model(event), headers)
 
 
 class DeadLetterPublisher:
