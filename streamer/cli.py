@@ -88,6 +88,70 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Build summaries from a JSONL history file into the configured store, as the stream does."""
+    from aiokafka import AIOKafkaProducer
+
+    from .adapters.kafka.publish import KafkaChangePublisher
+    from .app import build_model, build_store, build_token_counter, update_policy
+    from .replay import replay
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    path = Path(args.path)
+    if not path.exists():
+        print(f"no such file: {path}", file=sys.stderr)
+        return 2
+    lines = [ln for ln in path.read_bytes().splitlines() if ln.strip()]
+    if args.engine == "vllm":
+        from .adapters.llm.vllm_engine import VllmEngineSummaryModel
+
+        model = VllmEngineSummaryModel(
+            settings.model.model,
+            max_model_len=settings.model.context_tokens,
+            tensor_parallel_size=args.tensor_parallel_size,
+            temperature=settings.model.temperature,
+            top_p=settings.model.top_p,
+            top_k=settings.model.top_k,
+            max_tokens=settings.model.max_tokens,
+        )
+    else:
+        model = build_model(settings)
+    store = build_store(settings)
+
+    async def _run() -> int:
+        producer = None
+        publisher = None
+        if args.publish:
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                        acks="all")
+            await producer.start()
+
+            async def send(topic, key, value, headers):  # type: ignore[no-untyped-def]
+                await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+
+            publisher = KafkaChangePublisher(send, settings.kafka.output_topic,
+                                             settings.kafka.failures_topic)
+        try:
+            report = await replay(
+                lines, store=store, model=model, policy=update_policy(settings),
+                window_events=settings.window.max_events, window_age_s=args.window_age_s,
+                concurrency=settings.model.max_concurrency, progress=not args.no_progress,
+                publisher=publisher, token_counter=build_token_counter(model),
+            )
+        finally:
+            await model.aclose()
+            await store.aclose()
+            if producer is not None:
+                await producer.stop()
+        print(f"backfilled {report.users} users from {report.events} records -> "
+              f"{len(report.changes)} versions; outcomes {dict(report.outcomes)}; "
+              f"invalid {dict(report.invalid)}")
+        return 0 if not report.outcomes.get("failed") else 1
+
+    return asyncio.run(_run())
+
+
 def cmd_standin(args: argparse.Namespace, rest: list[str]) -> int:
     """Run the OpenAI-compatible model stand-in (tests and benchmarks)."""
     from .standin.__main__ import main as standin_main
@@ -168,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--users", type=int, default=4, help="how many users' evolution to print")
     rp.add_argument("--no-progress", action="store_true")
     rp.add_argument("-v", "--verbose", action="store_true")
+    bf = sub.add_parser("backfill", help=cmd_backfill.__doc__)
+    bf.add_argument("path", help="JSONL file of interaction events (the input topic's format)")
+    bf.add_argument("--engine", choices=["pool", "vllm"], default="pool",
+                    help="pool: STREAMER_MODEL__* endpoints; vllm: in-process engine (gpu extra)")
+    bf.add_argument("--tensor-parallel-size", type=int, default=1)
+    bf.add_argument("--window-age-s", type=float, default=3 * 86400,
+                    help="max window age in EVENT time (seconds)")
+    bf.add_argument("--publish", action="store_true",
+                    help="also publish change events to STREAMER_KAFKA__OUTPUT_TOPIC")
+    bf.add_argument("--no-progress", action="store_true")
     sub.add_parser("standin", help=cmd_standin.__doc__, add_help=False)
     sub.add_parser("migrate", help=cmd_migrate.__doc__)
     tp = sub.add_parser("topics", help=cmd_topics.__doc__)
@@ -189,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "worker": cmd_worker,
         "replay": cmd_replay,
+        "backfill": cmd_backfill,
         "migrate": cmd_migrate,
         "topics": cmd_topics,
         "get": cmd_read,

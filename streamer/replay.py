@@ -19,15 +19,15 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from schemas import SummaryChanged
+from schemas import SummaryChanged, SummaryUpdateFailed
 
 from .adapters.kafka.codec import decode_interaction
 from .adapters.sqlite.store import SqliteProfileStore
 from .domain.windowing import WindowBook
 from .errors import InvalidEventError
-from .ports import SummaryModel
+from .ports import ChangePublisher, ProfileStore, SummaryModel
 from .scheduler import Finished, WindowScheduler
-from .service import ProfileUpdater, UpdatePolicy
+from .service import ProfileUpdater, PromptCounter, UpdatePolicy
 from .testing import ListPublisher
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,25 @@ class ReplayReport:
 async def replay(
     lines: list[bytes],
     *,
-    store: SqliteProfileStore,
+    store: ProfileStore,
     model: SummaryModel,
     policy: UpdatePolicy,
     window_events: int,
     window_age_s: float,
     concurrency: int = 4,
     progress: bool = True,
+    publisher: ChangePublisher | None = None,
+    token_counter: PromptCounter | None = None,
 ) -> ReplayReport:
-    """Replay raw JSONL records in order; returns what happened."""
+    """Replay raw JSONL records in order (windows on event time); returns what happened.
+
+    Used by the embedded demo (SQLite, baseline) and by ``streamer backfill`` (the configured
+    store and model): versions are written exactly as the stream worker writes them.
+    """
     report = ReplayReport()
-    publisher = ListPublisher()
-    updater = ProfileUpdater(store, model, publisher, policy)
+    collected = ListPublisher()
+    updater = ProfileUpdater(store, model, _Tee(collected, publisher), policy,
+                             token_counter=token_counter)
     clock_now = [0.0]
     book: WindowBook[None] = WindowBook(max_events=window_events, max_age_s=window_age_s)
 
@@ -87,12 +94,30 @@ async def replay(
         await scheduler.tick()
         if not await scheduler.offer(event, None):
             report.duplicates += 1
-        bar.set_postfix(versions=len(publisher.events), refresh=False)
+        bar.set_postfix(versions=len(collected.events), refresh=False)
     await scheduler.flush()
     bar.close()
-    report.changes = publisher.events
+    report.changes = collected.events
     report.users = len(users)
     return report
+
+
+class _Tee:
+    """Keeps every change event for the report and forwards it to an optional publisher."""
+
+    def __init__(self, collected: ListPublisher, publisher: ChangePublisher | None) -> None:
+        self.collected = collected
+        self.publisher = publisher
+
+    async def publish(self, event: SummaryChanged) -> None:
+        await self.collected.publish(event)
+        if self.publisher is not None:
+            await self.publisher.publish(event)
+
+    async def publish_failure(self, event: SummaryUpdateFailed) -> None:
+        await self.collected.publish_failure(event)
+        if self.publisher is not None:
+            await self.publisher.publish_failure(event)
 
 
 def print_evolution(report: ReplayReport, *, users: int, out: TextIO = sys.stdout) -> None:

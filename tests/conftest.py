@@ -18,11 +18,21 @@ TIERS = ("unit", "integration", "e2e")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_addoption(parser):
+    parser.addoption("--run-gpu", action="store_true",
+                     help="also run tests marked gpu (needs a CUDA GPU and the gpu extra)")
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
         if parts and parts[0] in TIERS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+    if not config.getoption("--run-gpu"):  # deselected (reported), not skipped
+        gpu = [i for i in items if i.get_closest_marker("gpu")]
+        if gpu:
+            config.hook.pytest_deselected(items=gpu)
+            items[:] = [i for i in items if not i.get_closest_marker("gpu")]
 
 
 def _tier(item) -> str:

@@ -422,6 +422,7 @@ class Standin:
         self._fault_rng = random.Random(config.seed)
         self._jitter_rng = random.Random(config.seed + 1)
         self.started_at = int(time.time())
+        self.last_exchange: dict[str, Any] | None = None
 
     # ---- fault and latency decisions
 
@@ -575,9 +576,13 @@ class Standin:
             self.stats.in_flight -= 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
-        return web.json_response(
-            _completion_body(model, content, finish_reason, prompt_tokens, completion_tokens)
-        )
+        body = _completion_body(model, content, finish_reason, prompt_tokens, completion_tokens)
+        self.last_exchange = {"messages": messages, "response": body}
+        return web.json_response(body)
+
+    async def get_last(self, request: web.Request) -> web.Response:
+        """The last successful chat exchange (request messages and response), for inspection."""
+        return web.json_response(self.last_exchange or {})
 
     async def _hang(self, request: web.Request, hang_s: float) -> web.Response:
         """Wait, then drop the connection without an answer (no concurrency slot is held)."""
@@ -782,6 +787,7 @@ def build_app(config: StandinConfig | None = None) -> web.Application:
     app.router.add_post("/admin/faults", standin.set_faults)
     app.router.add_get("/admin/stats", standin.get_stats)
     app.router.add_post("/admin/reset", standin.reset_stats)
+    app.router.add_get("/admin/last", standin.get_last)
     return app
 
 
