@@ -57,6 +57,10 @@ class ProfileStore(Protocol):
         """
         ...
 
+    async def applied_event_ids(self, user_id: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` a stored version of the user already consumed."""
+        ...
+
     async def history(self, user_id: str) -> Sequence[SummaryRecord]:
         """All versions of a user, oldest first."""
         ...

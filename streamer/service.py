@@ -109,11 +109,16 @@ class ProfileUpdater:
 
     async def _apply_once(self, user_id: str, events: Sequence[Interaction]) -> UpdateResult:
         current = await self.store.get_current(user_id)
-        applied = set(current.event_ids) if current else set()
+        ids = [e.event_id for e in events]
+        applied = set(current.event_ids) if current else set()  # covers a crash mid-append
+        applied |= await self.store.applied_event_ids(user_id, ids)
         fresh = [e for e in events if e.event_id not in applied]
+        if current is not None and not set(ids).isdisjoint(current.event_ids):
+            # Redelivered events of the latest version: the worker may have died after storing
+            # it and before its change event was acknowledged, so publish it again (same
+            # deterministic event id: consumers drop the copy).
+            await self.publisher.publish(change_event(current))
         if not fresh:
-            if current is not None:  # replayed window: make sure its change event went out
-                await self.publisher.publish(change_event(current))
             return UpdateResult(Outcome.DUPLICATE, user_id, current)
         conversion = to_triples(fresh, rating_threshold=self.policy.rating_threshold)
         previous = current.summary if current else None

@@ -50,6 +50,8 @@ class CassandraSettings(_Section):
     """Replication map used when the keyspace is created by `streamer migrate`."""
     request_timeout_s: float = Field(30.0, gt=0)
     """Per-request timeout."""
+    dedupe_ttl_s: int = Field(604800, ge=60)
+    """How long applied event ids are remembered for deduplication (seconds; 7 days)."""
     username: str | None = None
     """Optional PlainText auth user."""
     password: SecretStr | None = None
@@ -107,6 +109,15 @@ class WindowSettings(_Section):
     """Ratings >= threshold x scale_max are positive."""
 
 
+class ApiSettings(_Section):
+    host: str = "0.0.0.0"
+    """Address the read API (`streamer api`) listens on."""
+    port: int = Field(8080, ge=1, le=65535)
+    """Port of the read API."""
+    token: SecretStr | None = None
+    """Bearer token required by the API's write route (rollback); unset disables it (403)."""
+
+
 class Settings(BaseSettings):
     """prefstream configuration (environment prefix ``STREAMER_``)."""
 
@@ -126,3 +137,4 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     model: ModelSettings = ModelSettings()
     window: WindowSettings = WindowSettings()
+    api: ApiSettings = ApiSettings()

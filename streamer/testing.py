@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 
 from schemas import SummaryChanged, SummaryRecord, SummaryUpdateFailed
 
@@ -23,6 +24,29 @@ class InMemoryProfileStore:
 
     async def history(self, user_id: str) -> list[SummaryRecord]:
         return list(self.versions.get(user_id, []))
+
+    async def applied_event_ids(self, user_id: str, event_ids) -> set[str]:
+        applied = {e for r in self.versions.get(user_id, []) for e in r.event_ids}
+        return applied & set(event_ids)
+
+    async def history_page(
+        self, user_id: str, limit: int, before_version: int | None = None
+    ) -> list[SummaryRecord]:
+        """Up to ``limit`` versions older than ``before_version`` (all when None), newest first."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        newest_first = reversed(self.versions.get(user_id, []))
+        older = [r for r in newest_first if before_version is None or r.version < before_version]
+        return older[:limit]
+
+    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
+        """The version that was current at ``when``: the highest version with created_at <= when."""
+        if when.tzinfo is None:
+            raise ValueError("as_of needs a timezone-aware datetime")
+        for record in reversed(self.versions.get(user_id, [])):
+            if record.created_at <= when:
+                return record
+        return None
 
     async def append(self, record: SummaryRecord) -> None:
         current = await self.get_current(record.user_id)

@@ -45,7 +45,7 @@ def test_migrations_are_idempotent_and_recorded(cassandra_settings):
         assert migrate(session, cassandra_settings) == []
         rows = list(session.execute(
             f"SELECT version, name FROM {cassandra_settings.keyspace}.schema_migrations"))
-        assert [r.name for r in rows] == ["0001_summaries.cql"]
+        assert sorted(r.name for r in rows) == ["0001_summaries.cql", "0002_applied_events.cql"]
     finally:
         cluster.shutdown()
 
@@ -104,3 +104,12 @@ async def test_lagging_current_row_is_repaired_by_next_write(store, cassandra_se
 def test_unreachable_cassandra_says_what_to_do():
     with pytest.raises(StoreUnavailableError, match="make up"):
         connect(CassandraSettings(port=1, hosts=["127.0.0.1"]))
+
+
+async def test_applied_event_ids_index_answers_dedupe_queries(store):
+    user = "user-dedupe"
+    await store.append(record(user, 1, events=("a", "b")))
+    await store.append(record(user, 2, events=("c",)))
+    assert await store.applied_event_ids(user, ["a", "c", "z"]) == {"a", "c"}
+    assert await store.applied_event_ids(user, []) == set()
+    assert await store.applied_event_ids("nobody", ["a"]) == set()

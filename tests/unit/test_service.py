@@ -171,3 +171,12 @@ async def test_exact_counter_is_asked_only_when_the_estimate_does_not_fit():
     events = [pairwise(f"x{i}", chosen=item(f"c{i}", abstract="word " * 60)) for i in range(8)]
     r = await u.apply("u2", events)
     assert calls and r.outcome is Outcome.UPDATED
+
+
+async def test_late_duplicate_of_an_older_version_is_not_applied_again():
+    u = updater(lambda req: "<think>t</think>\n\nS.")
+    await u.apply("u1", [pairwise("e1"), pairwise("e2")])
+    await u.apply("u1", [pairwise("e3")])
+    r = await u.apply("u1", [pairwise("e1"), pairwise("e4")])
+    assert r.record.event_ids == ("e4",)
+    assert [e.version for e in u.publisher.events] == [1, 2, 3]  # no republish of an old version

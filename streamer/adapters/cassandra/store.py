@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -33,7 +33,7 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.policies import DCAwareRoundRobinPolicy
-from cassandra.query import PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from schemas import SummaryRecord, TokenUsage
 
@@ -49,6 +49,8 @@ _COLUMNS = (
     "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at"
 )
 _PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS.split(","))
+_NO_VERSION_BOUND = 2**31 - 1  # versions are CQL ``int``: ``version < this`` matches them all
+_AS_OF_SCAN_PAGE = 1000  # (version, created_at) pairs read per round trip by ``as_of``
 
 
 def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
@@ -147,7 +149,9 @@ async def _execute(session: Session, statement: Any, params: Sequence[Any] = ())
 class CassandraProfileStore:
     """Versioned user summaries in Cassandra."""
 
-    def __init__(self, cluster: Cluster, session: Session, keyspace: str) -> None:
+    def __init__(
+        self, cluster: Cluster, session: Session, keyspace: str, *, dedupe_ttl_s: int = 604800
+    ) -> None:
         self._cluster = cluster
         self._session = session
         ks = keyspace
@@ -173,10 +177,28 @@ class CassandraProfileStore:
             f"INSERT INTO {ks}.summaries_current ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
             "IF NOT EXISTS"
         )
+        self._page: PreparedStatement = prep(
+            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? AND version < ? LIMIT ?"
+        )
+        self._stamps: PreparedStatement = prep(
+            f"SELECT version, created_at FROM {ks}.summary_history "
+            "WHERE user_id = ? AND version < ? LIMIT ?"
+        )
+        self._one: PreparedStatement = prep(
+            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? AND version = ?"
+        )
+        self._mark_applied: PreparedStatement = prep(
+            f"INSERT INTO {ks}.applied_events (user_id, event_id, version) VALUES (?, ?, ?) "
+            f"USING TTL {int(dedupe_ttl_s)}"
+        )
+        self._applied: PreparedStatement = prep(
+            f"SELECT event_id FROM {ks}.applied_events WHERE user_id = ? AND event_id IN ?"
+        )
         for stmt in (self._claim, self._advance, self._create):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
             stmt.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
-        for stmt in (self._latest, self._history, self._current):
+        for stmt in (self._latest, self._history, self._current, self._page, self._stamps,
+                     self._one):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
 
     @classmethod
@@ -185,7 +207,7 @@ class CassandraProfileStore:
         try:
             if migrate_schema:
                 migrate(session, settings)
-            return cls(cluster, session, settings.keyspace)
+            return cls(cluster, session, settings.keyspace, dedupe_ttl_s=settings.dedupe_ttl_s)
         except Exception:
             cluster.shutdown()
             raise
@@ -203,6 +225,47 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._history, (user_id,))
         return [_to_record(r) for r in reversed(rows)]
 
+    async def history_page(
+        self, user_id: str, limit: int, before_version: int | None = None
+    ) -> list[SummaryRecord]:
+        """Up to ``limit`` versions older than ``before_version`` (all when None), newest first.
+
+        One prepared ``WHERE user_id = ? AND version < ? LIMIT ?`` on the history partition,
+        whose clustering order is already newest first.  Meant for pages (the API caps ``limit``
+        at 100); the driver returns at most its fetch size (5000) rows per call.
+        """
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        bound = _NO_VERSION_BOUND if before_version is None else before_version
+        rows = await _execute(self._session, self._page, (user_id, bound, limit))
+        return [_to_record(r) for r in rows]
+
+    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
+        """The version that was current at ``when``: the highest version with ``created_at <= when``.
+
+        Scans the user's history partition newest first, reading only ``(version, created_at)``
+        in pages of 1000 and stopping at the first match, then reads that one row: the cost grows
+        with the number of versions newer than the answer (the whole partition when there is
+        none).  ``created_at`` is stored with millisecond precision.
+        """
+        if when.tzinfo is None:
+            raise ValueError("as_of needs a timezone-aware datetime")
+        before = _NO_VERSION_BOUND
+        while True:
+            rows = await _execute(self._session, self._stamps, (user_id, before, _AS_OF_SCAN_PAGE))
+            for row in rows:
+                created = row.created_at
+                if created is None:
+                    continue
+                if created.tzinfo is None:
+                    created = created.replace(tzinfo=UTC)
+                if created <= when:
+                    found = await _execute(self._session, self._one, (user_id, row.version))
+                    return _to_record(found[0]) if found else None
+            if len(rows) < _AS_OF_SCAN_PAGE:
+                return None
+            before = rows[-1].version
+
     async def append(self, record: SummaryRecord) -> None:
         latest = await self.get_current(record.user_id)
         expected = latest.version if latest else None
@@ -214,7 +277,20 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._claim, values)
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
+        if record.event_ids:
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition
+            for event_id in record.event_ids:
+                batch.add(self._mark_applied, (record.user_id, event_id, record.version))
+            await _execute(self._session, batch)
         await self._advance_current(record, values)
+
+    async def applied_event_ids(self, user_id: str, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` a stored version of the user already consumed (within the
+        dedupe horizon)."""
+        if not event_ids:
+            return set()
+        rows = await _execute(self._session, self._applied, (user_id, list(event_ids)))
+        return {r.event_id for r in rows}
 
     async def _advance_current(self, record: SummaryRecord, values: tuple[Any, ...]) -> None:
         for _ in range(3):

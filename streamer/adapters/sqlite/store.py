@@ -22,6 +22,12 @@ CREATE TABLE IF NOT EXISTS summary_history (
     record TEXT NOT NULL,
     PRIMARY KEY (user_id, version)
 );
+CREATE TABLE IF NOT EXISTS applied_events (
+    user_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (user_id, event_id)
+);
 CREATE TABLE IF NOT EXISTS summaries_current (
     user_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
@@ -50,6 +56,26 @@ class SqliteProfileStore:
         ).fetchall()
         return [SummaryRecord.model_validate_json(r[0]) for r in rows]
 
+    async def history_page(
+        self, user_id: str, limit: int, before_version: int | None = None
+    ) -> list[SummaryRecord]:
+        """Up to ``limit`` versions older than ``before_version`` (all when None), newest first."""
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        if before_version is None:
+            rows = self._db.execute(
+                "SELECT record FROM summary_history WHERE user_id = ? "
+                "ORDER BY version DESC LIMIT ?",
+                (user_id, limit),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT record FROM summary_history WHERE user_id = ? AND version < ? "
+                "ORDER BY version DESC LIMIT ?",
+                (user_id, before_version, limit),
+            ).fetchall()
+        return [SummaryRecord.model_validate_json(r[0]) for r in rows]
+
     async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
         """The version that was current at ``when``."""
         found = None
@@ -60,6 +86,17 @@ class SqliteProfileStore:
 
     async def users(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT user_id FROM summaries_current ORDER BY 1")]
+
+    async def applied_event_ids(self, user_id: str, event_ids) -> set[str]:
+        ids = list(event_ids)
+        if not ids:
+            return set()
+        marks = ",".join("?" for _ in ids)
+        rows = self._db.execute(
+            f"SELECT event_id FROM applied_events WHERE user_id = ? AND event_id IN ({marks})",
+            (user_id, *ids),
+        ).fetchall()
+        return {r[0] for r in rows}
 
     async def append(self, record: SummaryRecord) -> None:
         doc = record.model_dump_json()
@@ -75,6 +112,10 @@ class SqliteProfileStore:
             self._db.execute(
                 "INSERT INTO summary_history (user_id, version, record) VALUES (?, ?, ?)",
                 (record.user_id, record.version, doc),
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO applied_events (user_id, event_id, version) VALUES (?, ?, ?)",
+                [(record.user_id, e, record.version) for e in record.event_ids],
             )
             self._db.execute(
                 "INSERT INTO summaries_current (user_id, version, record) VALUES (?, ?, ?) "

@@ -1,0 +1,320 @@
+{{/* vim: set filetype=mustache: */}}
+
+{{/*
+Chart name, truncated to 63 characters (DNS label).
+*/}}
+{{- define "prefstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Fully qualified app name (the `helm create` logic), truncated to 63 characters.
+If the release name contains the chart name it is used as is.
+*/}}
+{{- define "prefstream.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Name of one component's objects: "<fullname>-<component>", the fullname shortened so that the
+whole stays a 63-character DNS label (Service names must be).
+Usage: include "prefstream.componentName" (dict "context" $ "component" "worker")
+*/}}
+{{- define "prefstream.componentName" -}}
+{{- $max := sub 62 (len .component) | int -}}
+{{- printf "%s-%s" (include "prefstream.fullname" .context | trunc $max | trimSuffix "-") .component -}}
+{{- end -}}
+
+{{/*
+Chart name and version, as used by the helm.sh/chart label.
+*/}}
+{{- define "prefstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Standard labels (app.kubernetes.io/*) for every object.
+Usage: include "prefstream.labels" (dict "context" $ "component" "worker")
+*/}}
+{{- define "prefstream.labels" -}}
+helm.sh/chart: {{ include "prefstream.chart" .context }}
+{{ include "prefstream.selectorLabels" . }}
+app.kubernetes.io/version: {{ .context.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .context.Release.Service }}
+app.kubernetes.io/part-of: prefstream
+{{- with .context.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Selector labels: name, instance and (for workloads) component. Never chart or version here:
+selectors are immutable.
+*/}}
+{{- define "prefstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "prefstream.name" .context }}
+app.kubernetes.io/instance: {{ .context.Release.Name }}
+{{- if .component }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+{{- end -}}
+
+{{/*
+ServiceAccount used by the worker and API pods.
+*/}}
+{{- define "prefstream.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "prefstream.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The streamer image reference: registry/repository:tag or @digest; the tag defaults to appVersion.
+*/}}
+{{- define "prefstream.image" -}}
+{{- $img := .Values.image -}}
+{{- $repo := $img.repository -}}
+{{- if $img.registry -}}
+{{- $repo = printf "%s/%s" $img.registry $img.repository -}}
+{{- end -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $repo $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion $img.tag | toString) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+vLLM in-cluster endpoint for the worker's pool client: dns+http:// resolves every ready pod of
+the headless Service and spreads calls over them.
+*/}}
+{{- define "prefstream.vllmEndpoint" -}}
+{{- printf "dns+http://%s.%s.svc:%d/v1" (include "prefstream.componentName" (dict "context" . "component" "vllm")) .Release.Namespace (int .Values.vllm.port) -}}
+{{- end -}}
+
+{{/*
+The model endpoint list (STREAMER_MODEL__BASE_URLS).
+*/}}
+{{- define "prefstream.modelEndpoints" -}}
+{{- if .Values.vllm.enabled -}}
+{{- list (include "prefstream.vllmEndpoint" .) | toJson -}}
+{{- else -}}
+{{- .Values.model.endpoints | toJson -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Render one settings value as an env string: strings as they are, everything else as JSON (lists
+are JSON for pydantic-settings; JSON also keeps large integers out of Go's 1e+06 float format).
+*/}}
+{{- define "prefstream.envValue" -}}
+{{- if kindIs "string" . -}}
+{{- . -}}
+{{- else -}}
+{{- toJson . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The STREAMER_* data of the ConfigMap, from .Values.config: `config.<field>` becomes
+STREAMER_<FIELD> and `config.<section>.<field>` becomes STREAMER_<SECTION>__<FIELD> (camelCase ->
+SNAKE_CASE). Null and empty-string values are left out, so the application default applies.
+Secrets are never rendered here (see the Secret and existingSecret).
+*/}}
+{{- define "prefstream.configData" -}}
+{{- $data := dict -}}
+{{- range $key, $value := .Values.config -}}
+{{- if kindIs "map" $value -}}
+{{- range $field, $v := $value -}}
+{{- if not (or (kindIs "invalid" $v) (and (kindIs "string" $v) (eq $v ""))) -}}
+{{- $name := printf "STREAMER_%s__%s" (snakecase $key | upper) (snakecase $field | upper) -}}
+{{- $_ := set $data $name (include "prefstream.envValue" $v) -}}
+{{- end -}}
+{{- end -}}
+{{- else if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) -}}
+{{- $_ := set $data (printf "STREAMER_%s" (snakecase $key | upper)) (include "prefstream.envValue" $value) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set $data "STREAMER_MODEL__BASE_URLS" (include "prefstream.modelEndpoints" .) -}}
+{{- toYaml $data -}}
+{{- end -}}
+
+{{/*
+Name of the Secret holding STREAMER_MODEL__API_KEY / STREAMER_CASSANDRA__PASSWORD /
+STREAMER_API__TOKEN: the existingSecret, or the chart-managed one.
+*/}}
+{{- define "prefstream.secretName" -}}
+{{- default (include "prefstream.fullname" .) .Values.existingSecret -}}
+{{- end -}}
+
+{{/*
+True ("true") when the chart renders its own Secret: no existingSecret and some value given.
+*/}}
+{{- define "prefstream.createSecret" -}}
+{{- if and (not .Values.existingSecret) (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+One secret env entry, or nothing. Usage:
+include "prefstream.secretEnvEntry" (dict "context" $ "env" "STREAMER_MODEL__API_KEY" "existingKey" "..." "value" .Values.secrets.modelApiKey)
+*/}}
+{{- define "prefstream.secretEnvEntry" -}}
+{{- $ctx := .context -}}
+{{- if $ctx.Values.existingSecret -}}
+{{- if .existingKey }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ctx.Values.existingSecret }}
+      key: {{ .existingKey }}
+{{- end -}}
+{{- else if .value }}
+- name: {{ .env }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "prefstream.fullname" $ctx }}
+      key: {{ .env }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Secret env of one component. Usage:
+include "prefstream.secretEnv" (dict "context" $ "component" "worker"|"api"|"migrate"|"topics" "hook" bool)
+The worker needs the model API key and the Cassandra credentials, the API the Cassandra
+credentials and its bearer token, `streamer migrate` the Cassandra credentials.
+*/}}
+{{- define "prefstream.secretEnv" -}}
+{{- $ctx := .context -}}
+{{- $v := $ctx.Values -}}
+{{- $keys := $v.existingSecretKeys -}}
+{{- if eq .component "worker" -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_MODEL__API_KEY" "existingKey" $keys.modelApiKey "value" $v.secrets.modelApiKey) -}}
+{{- end -}}
+{{- if has .component (list "worker" "api" "migrate") -}}
+{{- $cc := $v.cassandraCredentialsSecret -}}
+{{- if $cc.name }}
+{{- if $cc.usernameKey }}
+- name: STREAMER_CASSANDRA__USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ $cc.name }}
+      key: {{ $cc.usernameKey }}
+{{- end }}
+- name: STREAMER_CASSANDRA__PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $cc.name }}
+      key: {{ $cc.passwordKey }}
+{{- else -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_CASSANDRA__PASSWORD" "existingKey" $keys.cassandraPassword "value" $v.secrets.cassandraPassword) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .component "api" -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_API__TOKEN" "existingKey" $keys.apiToken "value" $v.secrets.apiToken) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Pod-level security context of the streamer pods (worker, API, hook Jobs).
+*/}}
+{{- define "prefstream.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext -}}
+{{- end -}}
+
+{{/*
+Writable scratch volumes of the streamer pods (the root filesystem is read-only):
+/tmp, and the working directory where faust keeps its data directory (<app id>-data).
+*/}}
+{{- define "prefstream.scratchVolumes" -}}
+- name: tmp
+  emptyDir:
+    {{- with .Values.scratch.tmpSizeLimit }}
+    sizeLimit: {{ . }}
+    {{- else }}
+    {}
+    {{- end }}
+- name: data
+  emptyDir:
+    {{- with .Values.scratch.dataSizeLimit }}
+    sizeLimit: {{ . }}
+    {{- else }}
+    {}
+    {{- end }}
+{{- end -}}
+
+{{- define "prefstream.scratchMounts" -}}
+- name: tmp
+  mountPath: /tmp
+- name: data
+  mountPath: {{ .Values.scratch.workingDir }}
+{{- end -}}
+
+{{/*
+An HTTP probe with bitnami's enabled/timing fields; a custom probe replaces it whole.
+Usage: include "prefstream.probe" (dict "probe" .Values.worker.livenessProbe "custom" .Values.worker.customLivenessProbe "path" "/healthz" "port" "http")
+*/}}
+{{- define "prefstream.probe" -}}
+{{- if .custom -}}
+{{- toYaml .custom -}}
+{{- else -}}
+httpGet:
+  path: {{ .path }}
+  port: {{ .port }}
+{{- toYaml (omit .probe "enabled") | nindent 0 }}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Validate value combinations that the JSON schema cannot express clearly; every problem is
+reported at once (bitnami's validateValues aggregation).
+*/}}
+{{- define "prefstream.validateValues" -}}
+{{- $errors := list -}}
+{{- $w := .Values.worker -}}
+{{- if and $w.autoscaling.enabled $w.keda.enabled -}}
+{{- $errors = append $errors "worker.autoscaling.enabled and worker.keda.enabled are both true: enable one autoscaler only (KEDA creates and owns its own HPA for the worker Deployment)." -}}
+{{- end -}}
+{{- if not .Values.config.kafka.bootstrapServers -}}
+{{- $errors = append $errors "config.kafka.bootstrapServers is required (e.g. my-kafka-bootstrap.kafka.svc:9092)." -}}
+{{- end -}}
+{{- if not .Values.config.cassandra.hosts -}}
+{{- $errors = append $errors "config.cassandra.hosts is required (e.g. [\"my-dc1-service.cassandra.svc\"])." -}}
+{{- end -}}
+{{- if and (not .Values.vllm.enabled) (ne (toString .Values.config.model.engine) "baseline") (not .Values.model.endpoints) -}}
+{{- $errors = append $errors "model.endpoints is empty and vllm.enabled is false: list the OpenAI-compatible endpoints (e.g. [\"http://vllm.llm.svc:8000/v1\"]) or set vllm.enabled=true." -}}
+{{- end -}}
+{{- if and .Values.vllm.enabled .Values.model.endpoints -}}
+{{- $errors = append $errors "vllm.enabled is true and model.endpoints is set: the worker uses the in-cluster vLLM pool; leave model.endpoints empty." -}}
+{{- end -}}
+{{- if and .Values.vllm.enabled (ne (int .Values.config.model.contextTokens) (int .Values.vllm.maxModelLen)) -}}
+{{- $errors = append $errors (printf "config.model.contextTokens (%v) must equal vllm.maxModelLen (%v): the worker fits prompt + max_tokens into the served context." .Values.config.model.contextTokens .Values.vllm.maxModelLen) -}}
+{{- end -}}
+{{- if and .Values.existingSecret (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken) -}}
+{{- $errors = append $errors "existingSecret is set and so are secrets.*: use one or the other (the chart-managed Secret is rendered only without existingSecret)." -}}
+{{- end -}}
+{{- if and .Values.cassandraCredentialsSecret.name (not .Values.cassandraCredentialsSecret.passwordKey) -}}
+{{- $errors = append $errors "cassandraCredentialsSecret.passwordKey is required when cassandraCredentialsSecret.name is set." -}}
+{{- end -}}
+{{- if and .Values.vllm.enabled (eq .Values.vllm.modelCache.type "pvc") .Values.vllm.modelCache.pvc.existingClaim (gt (int .Values.vllm.replicaCount) 1) (has "ReadWriteOnce" .Values.vllm.modelCache.pvc.accessModes) -}}
+{{- $errors = append $errors "vllm.replicaCount > 1 with one ReadWriteOnce model-cache claim: use a ReadWriteMany claim or vllm.modelCache.type=emptyDir." -}}
+{{- end -}}
+{{- if and .Values.vllm.enabled (eq .Values.vllm.modelCache.type "pvc") (not .Values.vllm.modelCache.pvc.existingClaim) (gt (int .Values.vllm.replicaCount) 1) (has "ReadWriteOnce" .Values.vllm.modelCache.pvc.accessModes) -}}
+{{- $errors = append $errors "vllm.replicaCount > 1 with a chart-created ReadWriteOnce model-cache claim: set vllm.modelCache.pvc.accessModes=[ReadWriteMany] or vllm.modelCache.type=emptyDir." -}}
+{{- end -}}
+{{- if $errors -}}
+{{- printf "\n\nVALUES VALIDATION:\n  - %s\n" (join "\n  - " $errors) | fail -}}
+{{- end -}}
+{{- end -}}
