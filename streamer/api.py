@@ -231,6 +231,12 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _to_millis(when: datetime) -> datetime:
+    """Cassandra keeps timestamps in milliseconds: truncate so that the 201 answer, the stored
+    row and the change event carry the same ``created_at``."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
 def store_probe(store: ProfileStore, *, user_id: str = "__readyz__") -> Ready:
     """A readiness check: one trivial read (a single-partition lookup) on the store."""
 
@@ -354,7 +360,7 @@ class _Handlers:
             dropped_event_ids=(),
             usage=TokenUsage(prompt_tokens=0, completion_tokens=0),
             latency_ms=0.0,
-            created_at=self.clock(),
+            created_at=_to_millis(self.clock()),
         )
         try:
             await self.store.append(record)

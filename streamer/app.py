@@ -122,6 +122,10 @@ def create_app(
         max_age_s=settings.window.max_age_s,
         max_concurrency=settings.model.max_concurrency,
         max_message_bytes=kafka.max_message_bytes,
+        max_pending_events=settings.window.max_pending_events,
+        retry_backoff_s=settings.window.retry_backoff_s,
+        max_event_age_s=settings.window.max_event_age_s,
+        max_clock_skew_s=settings.window.max_clock_skew_s,
     )
     topic = app.topic(
         kafka.input_topic,
@@ -142,9 +146,23 @@ def create_app(
     async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
         flow.on_revoked(set(revoked))
 
-    @app.page("/healthz")
-    async def healthz(web: object, request: object) -> object:
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: object, **kwargs: object) -> None:
+        # runs after the consumer paused and before its final offset commit
+        await flow.shutdown(settings.shutdown_timeout_s)
+
+    async def live(web: object, request: object) -> object:
+        """Liveness: the process serves; independent of Kafka, Cassandra and the model."""
         return web.json({"status": "ok"})  # type: ignore[attr-defined]
+
+    app.page("/livez")(live)
+    app.page("/healthz")(live)  # alias of /livez
+
+    @app.page("/readyz")
+    async def readyz(web: object, request: object) -> object:
+        ready, details = flow.readiness()
+        status = 200 if ready else 503
+        return web.json({"ready": ready, **details}, status=status)  # type: ignore[attr-defined]
 
     @app.page("/stats")
     async def stats(web: object, request: object) -> object:

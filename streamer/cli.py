@@ -213,6 +213,73 @@ def cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    """Serve the read API: current summary, history pages, as-of reads, token-guarded rollback."""
+    import signal
+
+    from aiohttp import web
+    from aiokafka import AIOKafkaProducer
+
+    from .adapters.kafka.publish import KafkaChangePublisher
+    from .api import create_api, store_probe
+    from .app import build_store
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
+    token = settings.api.token.get_secret_value() if settings.api.token else None
+    if not token:
+        log.warning("STREAMER_API__TOKEN is not set: the rollback route is disabled (403)")
+    store = build_store(settings)  # here, not in a thread: SQLite connections are per-thread
+
+    async def _serve() -> int:
+        producer: AIOKafkaProducer | None = None
+        lock = asyncio.Lock()
+
+        async def connect_producer() -> None:
+            """Started on the first rollback, before anything is written, so reads need no Kafka."""
+            nonlocal producer
+            async with lock:
+                if producer is not None:
+                    return
+                candidate = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                             acks="all", enable_idempotence=True)
+                try:
+                    await candidate.start()
+                except BaseException:
+                    await candidate.stop()
+                    raise
+                producer = candidate
+
+        async def send(topic, key, value, headers):  # type: ignore[no-untyped-def]
+            await connect_producer()
+            assert producer is not None
+            await producer.send_and_wait(topic, value, key=key, headers=list(headers))
+
+        app = create_api(store, KafkaChangePublisher(send, settings.kafka.output_topic),
+                         token=token, ready=store_probe(store), before_write=connect_producer)
+        runner = web.AppRunner(app, shutdown_timeout=10.0)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            log.info("read API listening on http://%s:%d", host, port)
+            await stop.wait()
+            log.info("stopping the read API")
+        finally:
+            await runner.cleanup()  # stops accepting, lets in-flight requests finish
+            if producer is not None:
+                await producer.stop()
+            await store.aclose()
+        return 0
+
+    return asyncio.run(_serve())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamer",
@@ -249,6 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("get", "history"):
         p = sub.add_parser(name, help=cmd_read.__doc__)
         p.add_argument("user_id")
+    ap = sub.add_parser("api", help=cmd_api.__doc__)
+    ap.add_argument("--host", help="listen address (default: STREAMER_API__HOST)")
+    ap.add_argument("--port", type=int, help="listen port (default: STREAMER_API__PORT)")
     return parser
 
 
@@ -268,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         "topics": cmd_topics,
         "get": cmd_read,
         "history": cmd_read,
+        "api": cmd_api,
     }
     try:
         return handlers[args.command](args)

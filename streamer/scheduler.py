@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 from schemas import Interaction
 
 from .domain.windowing import Window, WindowBook
-from .errors import StreamerError
+from .errors import StreamerError, TransientError, VersionConflictError
 from .service import Outcome, ProfileUpdater, UpdateResult
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,14 @@ class WindowScheduler(Generic[H]):
         clock: Callable[[], float],
         on_finished: Callable[[Finished[H]], None] = lambda f: None,
         retry_backoff_s: float = 2.0,
+        max_pending_events: int = 100_000,
     ) -> None:
         self.book = book
+        self.max_pending_events = max_pending_events
+        self._healthy = asyncio.Event()
+        self._healthy.set()
+        self.degraded_reason: str | None = None
+        self.closing = False
         self.updater = updater
         self.clock = clock
         self.on_finished = on_finished
@@ -68,11 +74,31 @@ class WindowScheduler(Generic[H]):
     def saturated(self) -> bool:
         return self._slots.locked()
 
+    @property
+    def degraded(self) -> bool:
+        """True while a dependency (store, model pool, broker) is failing updates."""
+        return not self._healthy.is_set()
+
+    async def _admit(self) -> None:
+        """Backpressure on intake: wait while a dependency is down or too much is pending.
+
+        The stream stops pulling events (the broker keeps them) instead of buffering without
+        bound; windows already pending are retried by ``tick`` and the first success reopens
+        intake.
+        """
+        while self.degraded or self.book.pending_events() >= self.max_pending_events:
+            if self.degraded:
+                await self._healthy.wait()
+            else:
+                await asyncio.sleep(0.05)
+
     async def offer(self, event: Interaction, handle: H, now: float | None = None) -> bool:
         """Add an event to its user's window and start the update if the window closed.
 
-        Returns False for a duplicate of an event already pending or in flight.
+        Blocks while intake is closed (see :meth:`_admit`).  Returns False for a duplicate of an
+        event already pending or in flight.
         """
+        await self._admit()
         now = self.clock() if now is None else now
         added = self.book.add(event, handle, now)
         if added and self.book.is_due(event.user_id, now):
@@ -83,12 +109,17 @@ class WindowScheduler(Generic[H]):
         """Start updates for every window closed by age; returns how many started."""
         now = self.clock() if now is None else now
         started = 0
-        for user_id in self.book.due(now):
+        due = self.book.due(now)
+        if self.degraded:  # probe with one window instead of hammering a failing dependency
+            due = due[:1] if not self._tasks else []
+        for user_id in due:
             if await self._launch(user_id, now):
                 started += 1
         return started
 
     async def _launch(self, user_id: str, now: float) -> bool:
+        if self.closing:
+            return False
         await self._slots.acquire()  # backpressure: wait for a free update slot
         if not self.book.is_due(user_id, now):  # state may have moved while we waited
             self._slots.release()
@@ -102,7 +133,12 @@ class WindowScheduler(Generic[H]):
     async def _run(self, window: Window[H]) -> None:
         try:
             result = await self.updater.apply(window.user_id, window.events)
-        except (StreamerError, OSError) as exc:
+        except (TransientError, VersionConflictError, OSError) as exc:
+            log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
+            self._degrade(f"{type(exc).__name__}: {exc}")
+            self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
+            self.on_finished(Finished(window, None, exc))
+        except StreamerError as exc:  # permanent for this attempt (e.g. a refused request)
             log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
             self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
             self.on_finished(Finished(window, None, exc))
@@ -111,6 +147,7 @@ class WindowScheduler(Generic[H]):
             self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
             self.on_finished(Finished(window, None, exc))
         else:
+            self._recover()
             if result.outcome is Outcome.REJECTED_OUTPUT:
                 self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
             else:
@@ -118,6 +155,31 @@ class WindowScheduler(Generic[H]):
             self.on_finished(Finished(window, result, None))
         finally:
             self._slots.release()
+
+    def _degrade(self, reason: str) -> None:
+        if not self.degraded:
+            log.error("dependency failing, pausing intake until it recovers: %s", reason)
+        self.degraded_reason = reason
+        self._healthy.clear()
+
+    def _recover(self) -> None:
+        if self.degraded:
+            log.info("dependency recovered, resuming intake")
+        self.degraded_reason = None
+        self._healthy.set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop starting updates and wait up to ``timeout_s`` for those in flight (graceful
+        shutdown).  Pending windows are handed back: their events are not acknowledged, so the
+        partition's next owner replays them.  Returns True when nothing was left in flight."""
+        self.closing = True
+        self._healthy.set()  # release a blocked intake so the stream can stop
+        if not self._tasks:
+            return True
+        done, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        return not pending
 
     async def flush(self, *, timeout_s: float | None = None, max_rounds: int = 5) -> None:
         """Close every pending window now and wait until all updates ended (end of replay,

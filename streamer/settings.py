@@ -107,6 +107,14 @@ class WindowSettings(_Section):
     """...or when its oldest event has waited this long (seconds)."""
     rating_threshold: float = Field(0.7, ge=0, le=1)
     """Ratings >= threshold x scale_max are positive."""
+    max_pending_events: int = Field(100_000, ge=1)
+    """Events a worker holds in open windows; beyond it the worker stops pulling (backpressure)."""
+    retry_backoff_s: float = Field(2.0, gt=0)
+    """Wait before a failed update (store/model down) is retried; its events stay pending."""
+    max_event_age_s: float = Field(400 * 86400, gt=0)
+    """Events whose occurred_at is older than this are dead-lettered (`timestamp_too_old`)."""
+    max_clock_skew_s: float = Field(86400, ge=0)
+    """Events more than this in the future are dead-lettered (`timestamp_in_future`)."""
 
 
 class ApiSettings(_Section):
@@ -128,7 +136,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
     web_port: int = 6066
-    """Worker HTTP port (faust web: health, readiness)."""
+    """Worker HTTP port (faust web: /livez, /readyz, /stats)."""
+    shutdown_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM, how long in-flight updates may finish; the rest is handed back (replayed by
+    the partition's next owner)."""
     store: Literal["cassandra", "sqlite"] = "cassandra"
     """Profile store: Cassandra in production, SQLite for the embedded demo."""
     sqlite_path: str = "prefstream-demo.sqlite3"

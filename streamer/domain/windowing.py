@@ -68,6 +68,7 @@ class WindowBook(Generic[H]):
         self._in_flight: dict[str, Window[H]] = {}
         self._ids: dict[str, set[str]] = {}  # event ids pending or in flight, per user
         self._hold_until: dict[str, float] = {}  # users backing off after a failed update
+        self._n_pending = 0
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -77,7 +78,8 @@ class WindowBook(Generic[H]):
         return len(self._in_flight)
 
     def pending_events(self) -> int:
-        return sum(len(p.events) for p in self._pending.values())
+        """Events waiting in windows (not in flight), O(1)."""
+        return self._n_pending
 
     def add(self, event: Interaction, handle: H, now: float) -> bool:
         """Add an event to its user's window.
@@ -94,6 +96,7 @@ class WindowBook(Generic[H]):
             pending = self._pending[event.user_id] = _Pending(opened_at=now)
         pending.events.append(event)
         pending.handles.append(handle)
+        self._n_pending += 1
         return True
 
     def is_due(self, user_id: str, now: float) -> bool:
@@ -129,6 +132,7 @@ class WindowBook(Generic[H]):
         )
         if len(pending.events) > n:  # overflow stays pending, in order
             self._pending[user_id] = _Pending(pending.events[n:], pending.handles[n:], pending.opened_at)
+        self._n_pending -= len(window.events)
         self._in_flight[user_id] = window
         return window
 
@@ -150,6 +154,7 @@ class WindowBook(Generic[H]):
         self._in_flight.pop(window.user_id, None)
         if retry_at is not None:
             self._hold_until[window.user_id] = retry_at
+        self._n_pending += len(window.events)
         pending = self._pending.get(window.user_id)
         if pending is None:
             self._pending[window.user_id] = _Pending(
@@ -167,6 +172,7 @@ class WindowBook(Generic[H]):
             pending = self._pending.pop(user_id, None)
             if pending is not None:
                 dropped += len(pending.events)
+                self._n_pending -= len(pending.events)
                 ids = self._ids.get(user_id, set())
                 ids.difference_update(e.event_id for e in pending.events)
         return dropped

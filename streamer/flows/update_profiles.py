@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from ..adapters.kafka.codec import decode_interaction
@@ -46,9 +47,15 @@ class UpdateFlow:
         max_age_s: float,
         max_concurrency: int,
         max_message_bytes: int,
+        max_pending_events: int = 100_000,
+        retry_backoff_s: float = 2.0,
+        max_event_age_s: float | None = None,
+        max_clock_skew_s: float | None = None,
     ) -> None:
         self.dead_letters = dead_letters
         self.max_message_bytes = max_message_bytes
+        self.max_event_age_s = max_event_age_s
+        self.max_clock_skew_s = max_clock_skew_s
         self.book: WindowBook[Any] = WindowBook(max_events=max_events, max_age_s=max_age_s)
         self.scheduler: WindowScheduler[Any] = WindowScheduler(
             self.book,
@@ -56,6 +63,8 @@ class UpdateFlow:
             max_concurrency=max_concurrency,
             clock=time.monotonic,
             on_finished=self._finished,
+            retry_backoff_s=retry_backoff_s,
+            max_pending_events=max_pending_events,
         )
         self.stats = FlowStats()
         self._user_tp: dict[str, Any] = {}
@@ -66,7 +75,12 @@ class UpdateFlow:
         self.stats.consumed += 1
         try:
             interaction = decode_interaction(
-                message.key, message.value, max_bytes=self.max_message_bytes
+                message.key,
+                message.value,
+                max_bytes=self.max_message_bytes,
+                now=datetime.now(UTC),
+                max_age_s=self.max_event_age_s,
+                max_skew_s=self.max_clock_skew_s,
             )
         except InvalidEventError as exc:
             await self.dead_letters.publish(
@@ -88,6 +102,27 @@ class UpdateFlow:
 
     async def tick(self) -> None:
         await self.scheduler.tick()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details): not ready while a dependency is failing updates or shutting down."""
+        s = self.scheduler
+        details = {
+            "degraded": s.degraded_reason,
+            "closing": s.closing,
+            "pending_events": self.book.pending_events(),
+            "pending_users": len(self.book),
+            "in_flight": self.book.in_flight,
+            "update_slots": s.max_concurrency,
+            "saturated": s.saturated,
+        }
+        return (not s.degraded and not s.closing), details
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Graceful stop: finish in-flight updates within ``timeout_s``; hand back the rest."""
+        pending = self.book.pending_events()
+        finished = await self.scheduler.drain(timeout_s)
+        log.info("shutdown: in-flight updates %s; %d pending events handed back",
+                 "finished" if finished else "cancelled at the deadline", pending)
 
     def on_revoked(self, revoked: set[Any]) -> None:
         """Forget pending windows of partitions this worker lost; their new owner replays them

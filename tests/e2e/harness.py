@@ -125,6 +125,8 @@ class Stack:
             "STREAMER_WINDOW__MAX_AGE_S": "2",
             "STREAMER_WEB_PORT": str(web_port),
             "STREAMER_LOG_LEVEL": "INFO",
+            # the synthetic clickstream has fixed dates; keep them acceptable in any year
+            "STREAMER_WINDOW__MAX_EVENT_AGE_S": str(20 * 365 * 86400),
             **self.extra_env,
         }
 
@@ -202,3 +204,154 @@ async def wait_for_events_applied(
     missing = sorted(expected_ids - seen)
     tails = "\n\n".join(f"--- {p.name}\n{p.log_tail()}" for p in procs)
     raise AssertionError(f"{len(missing)} events never applied, e.g. {missing[:5]}\n{tails}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers for fault-injection suites (tests/e2e/test_faults.py): a private Kafka + Cassandra pair
+# driven through deploy/local/infra.py, and small async utilities.  Added; nothing above changed.
+# ------------------------------------------------------------------------------------------------
+
+INFRA_SCRIPT = ROOT / "deploy" / "local" / "infra.py"
+INFRA_PORT_VARS = (
+    "PREFSTREAM_KAFKA_PORT", "PREFSTREAM_KAFKA_CONTROLLER_PORT", "PREFSTREAM_CASSANDRA_PORT",
+    "PREFSTREAM_CASSANDRA_STORAGE_PORT", "PREFSTREAM_CASSANDRA_JMX_PORT",
+)
+INFRA_HELP = (
+    "The fault suite starts its own Kafka + Cassandra with deploy/local/infra.py (it needs Java 17 "
+    "and the server jars: `.venv/bin/python deploy/local/infra.py fetch` resolves them with Maven; "
+    "`make test` does all of this)."
+)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_free_ports(n: int, *, preferred: Iterable[int] = (), lo: int = 20000,
+                    hi: int = 32000, seed: int | None = None) -> list[int]:
+    """``n`` distinct bindable ports: the preferred ones if all are free, else a random block below
+    the ephemeral range (so outgoing connections never take them meanwhile)."""
+    import random
+
+    preferred = list(preferred)
+    if len(preferred) == n and len(set(preferred)) == n and all(map(_bindable, preferred)):
+        return preferred
+    rng = random.Random(seed)
+    for _ in range(200):
+        base = rng.randrange(lo, hi - 10 * n)
+        ports = [base + 7 * i for i in range(n)]
+        if all(map(_bindable, ports)):
+            return ports
+    raise RuntimeError(f"no {n} free ports in {lo}-{hi}")
+
+
+@dataclass
+class PrivateInfra:
+    """A Kafka + Cassandra pair of our own (own run dir, own ports), driven by infra.py in a
+    subprocess so the caller's environment (and a CI run on the default ports) is untouched."""
+
+    run_dir: Path
+    ports: dict[str, int]
+    operations: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def allocate(cls, run_dir: Path, preferred: Iterable[int] = ()) -> PrivateInfra:
+        ports = pick_free_ports(len(INFRA_PORT_VARS), preferred=preferred)
+        return cls(run_dir, dict(zip(INFRA_PORT_VARS, ports, strict=True)))
+
+    @property
+    def kafka_port(self) -> int:
+        return self.ports["PREFSTREAM_KAFKA_PORT"]
+
+    @property
+    def cassandra_port(self) -> int:
+        return self.ports["PREFSTREAM_CASSANDRA_PORT"]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.kafka_port}"
+
+    def env(self) -> dict[str, str]:
+        return {"PREFSTREAM_RUN_DIR": str(self.run_dir), **{k: str(v) for k, v in self.ports.items()}}
+
+    def run(self, command: str, *names: str, timeout_s: float = 300.0,
+            extra: Iterable[str] = ()) -> subprocess.CompletedProcess:
+        """``infra.py <command> <names>``; raises RuntimeError with its output on failure."""
+        t0 = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, str(INFRA_SCRIPT), command, *names, *extra],
+            env={**os.environ, **self.env()}, cwd=ROOT, capture_output=True, text=True,
+            timeout=timeout_s, stdin=subprocess.DEVNULL,
+        )
+        took = time.monotonic() - t0
+        self.operations.append({"command": command, "names": list(names), "rc": proc.returncode,
+                                "seconds": round(took, 1)})
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"`infra.py {command} {' '.join(names)}` failed (exit {proc.returncode}, "
+                f"{took:.1f}s, run dir {self.run_dir}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def up(self, *names: str) -> float:
+        t0 = time.monotonic()
+        self.run("up", *(names or ("all",)))
+        return time.monotonic() - t0
+
+    def down(self, *names: str, grace_s: float | None = None) -> None:
+        extra = ["--grace", str(grace_s)] if grace_s is not None else []
+        self.run("down", *(names or ("all",)), extra=extra)
+
+    def kill(self, name: str) -> None:
+        self.run("kill", name)
+
+    def clean(self) -> None:
+        self.run("clean", "all")
+
+    def server_log_tail(self, name: str, n: int = 30) -> str:
+        path = self.run_dir / "logs" / f"{name}.out"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return f"<no log at {path}>"
+
+
+def log_tails(procs: Iterable[Proc], n: int = 40) -> str:
+    """Log tails of several processes (dead ones included), for failure messages."""
+    out = []
+    for p in procs:
+        rc = p.popen.poll()
+        state = "running" if rc is None else f"exited {rc}"
+        out.append(f"--- {p.name} ({state}, log {p.log_path})\n{p.log_tail(n)}")
+    return "\n".join(out)
+
+
+def grep_log(proc: Proc, *needles: str, limit: int = 20) -> list[str]:
+    """Lines of a process log containing any of ``needles`` (case-insensitive), last ``limit``."""
+    try:
+        lines = proc.log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return []
+    low = [s.lower() for s in needles]
+    hits = [ln for ln in lines if any(s in ln.lower() for s in low)]
+    return hits[-limit:]
+
+
+async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 2.0,
+                     max_s: float = 30.0) -> list:
+    """Every record of a topic now (reads until no new record came for ``idle_s``)."""
+    async with TopicReader(bootstrap, topic) as reader:
+        deadline = time.monotonic() + max_s
+        last_change, seen = time.monotonic(), -1
+        while time.monotonic() < deadline:
+            await reader.poll(timeout_ms=300)
+            if len(reader.messages) != seen:
+                seen, last_change = len(reader.messages), time.monotonic()
+            elif time.monotonic() - last_change >= idle_s:
+                break
+        return list(reader.messages)

@@ -58,3 +58,20 @@ def test_dead_letter_headers_round_trip():
     headers = dl.to_headers()
     assert ("x-dlq-error-type", b"invalid_json") in headers
     assert DeadLetter.from_headers(headers) == dl
+
+
+def test_timestamps_far_in_the_past_or_future_are_refused_with_specific_codes():
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    old = enc({**VALID, "occurred_at": "2019-01-01T00:00:00Z"})
+    future = enc({**VALID, "occurred_at": "2026-01-03T00:00:00Z"})
+    kw = {"now": now, "max_age_s": 400 * 86400, "max_skew_s": 86400}
+    with pytest.raises(InvalidEventError) as info:
+        decode_interaction(b"u1", old, **kw)
+    assert info.value.code == "timestamp_too_old" and "days old" in str(info.value)
+    with pytest.raises(InvalidEventError) as info:
+        decode_interaction(b"u1", future, **kw)
+    assert info.value.code == "timestamp_in_future"
+    ok = enc({**VALID, "occurred_at": (now - timedelta(days=30)).isoformat()})
+    assert decode_interaction(b"u1", ok, **kw).event_id == "e1"

@@ -110,13 +110,41 @@ async def test_scheduler_keeps_events_of_a_failed_update_and_retries_them():
     await s.offer(pairwise("b"), "hb")
     await s.wait_idle()
     assert done[0].error is not None and not done[0].completed
-    await s.offer(pairwise("c"), "hc")  # joins the pending window while backing off
+    assert s.degraded  # intake is closed while the model is down
+    blocked = asyncio.create_task(s.offer(pairwise("c"), "hc"))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()
     now[0] = 6
-    await s.tick()
+    await s.tick()  # the retry is the probe: it succeeds and reopens intake
     await s.wait_idle()
+    await asyncio.wait_for(blocked, 5)
+    assert not s.degraded
     assert done[-1].completed and done[-1].window.handles == ("ha", "hb")
     await s.flush()
     assert [r.event_ids for r in await store.history("u1")] == [("a", "b"), ("c",)]
+
+
+async def test_drain_waits_for_in_flight_and_hands_back_pending():
+    gate = asyncio.Event()
+
+    class Slow(ScriptedSummaryModel):
+        async def generate(self, request):
+            await gate.wait()
+            return await super().generate(request)
+
+    u = ProfileUpdater(InMemoryProfileStore(), Slow(lambda r: "<think>t</think>\n\nok"),
+                       ListPublisher(), FAST)
+    book = WindowBook(max_events=1, max_age_s=100)
+    s = WindowScheduler(book, u, max_concurrency=2, clock=lambda: 0.0)
+    await s.offer(pairwise("a", "u1"), None)
+    assert await s.drain(0.05) is False  # stuck in flight past the deadline: cancelled
+    s2 = WindowScheduler(WindowBook(max_events=1, max_age_s=100), u, max_concurrency=2,
+                         clock=lambda: 0.0)
+    await s2.offer(pairwise("b", "u2"), None)
+    gate.set()
+    assert await s2.drain(5) is True
+    await s2.offer(pairwise("c", "u3"), None)  # after drain nothing new starts
+    assert s2.busy == 0 and s2.book.pending_events() == 1
 
 
 async def test_scheduler_backpressure_blocks_offer_when_slots_are_full():

@@ -185,14 +185,16 @@ include "prefstream.secretEnvEntry" (dict "context" $ "env" "STREAMER_MODEL__API
 - name: {{ .env }}
   valueFrom:
     secretKeyRef:
-      name: {{ include "prefstream.fullname" $ctx }}
+      name: {{ default (include "prefstream.fullname" $ctx) .chartSecret }}
       key: {{ .env }}
 {{- end -}}
 {{- end -}}
 
 {{/*
 Secret env of one component. Usage:
-include "prefstream.secretEnv" (dict "context" $ "component" "worker"|"api"|"migrate"|"topics" "hook" bool)
+include "prefstream.secretEnv" (dict "context" $ "component" "worker"|"api"|"migrate" ["chartSecret" NAME])
+chartSecret names the chart-managed Secret to read (the hook Jobs read a hook-scoped copy, since
+the release's own Secret does not exist yet at pre-install).
 The worker needs the model API key and the Cassandra credentials, the API the Cassandra
 credentials and its bearer token, `streamer migrate` the Cassandra credentials.
 */}}
@@ -201,7 +203,7 @@ credentials and its bearer token, `streamer migrate` the Cassandra credentials.
 {{- $v := $ctx.Values -}}
 {{- $keys := $v.existingSecretKeys -}}
 {{- if eq .component "worker" -}}
-{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_MODEL__API_KEY" "existingKey" $keys.modelApiKey "value" $v.secrets.modelApiKey) -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_MODEL__API_KEY" "existingKey" $keys.modelApiKey "value" $v.secrets.modelApiKey "chartSecret" .chartSecret) -}}
 {{- end -}}
 {{- if has .component (list "worker" "api" "migrate") -}}
 {{- $cc := $v.cassandraCredentialsSecret -}}
@@ -219,11 +221,11 @@ credentials and its bearer token, `streamer migrate` the Cassandra credentials.
       name: {{ $cc.name }}
       key: {{ $cc.passwordKey }}
 {{- else -}}
-{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_CASSANDRA__PASSWORD" "existingKey" $keys.cassandraPassword "value" $v.secrets.cassandraPassword) -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_CASSANDRA__PASSWORD" "existingKey" $keys.cassandraPassword "value" $v.secrets.cassandraPassword "chartSecret" .chartSecret) -}}
 {{- end -}}
 {{- end -}}
 {{- if eq .component "api" -}}
-{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_API__TOKEN" "existingKey" $keys.apiToken "value" $v.secrets.apiToken) -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_API__TOKEN" "existingKey" $keys.apiToken "value" $v.secrets.apiToken "chartSecret" .chartSecret) -}}
 {{- end -}}
 {{- end -}}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,9 +24,18 @@ MAX_MESSAGE_CHARS = 500
 
 
 def decode_interaction(
-    key: bytes | None, value: bytes | None, *, max_bytes: int = 1_048_576
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    max_bytes: int = 1_048_576,
+    now: datetime | None = None,
+    max_age_s: float | None = None,
+    max_skew_s: float | None = None,
 ) -> Interaction:
-    """Decode one input record or raise :class:`InvalidEventError` with a stable code."""
+    """Decode one input record or raise :class:`InvalidEventError` with a stable code.
+
+    With ``now``, ``occurred_at`` must lie within ``[now - max_age_s, now + max_skew_s]``.
+    """
     if value is None:
         raise InvalidEventError("empty_value", "record has no value (tombstone?)")
     if len(value) > max_bytes:
@@ -61,6 +71,20 @@ def decode_interaction(
         raise InvalidEventError(
             "key_mismatch", "record key must be the user_id (events are partitioned by user)"
         )
+    if now is not None:
+        age = (now - event.occurred_at).total_seconds()
+        if max_age_s is not None and age > max_age_s:
+            raise InvalidEventError(
+                "timestamp_too_old",
+                f"occurred_at {event.occurred_at.isoformat()} is {age / 86400:.0f} days old "
+                f"(limit {max_age_s / 86400:.0f} days)",
+            )
+        if max_skew_s is not None and -age > max_skew_s:
+            raise InvalidEventError(
+                "timestamp_in_future",
+                f"occurred_at {event.occurred_at.isoformat()} is {-age:.0f}s in the future "
+                f"(limit {max_skew_s:.0f}s)",
+            )
     return event
 
 
