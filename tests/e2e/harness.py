@@ -117,6 +117,7 @@ class Stack:
             "STREAMER_KAFKA__INPUT_TOPIC": self.input_topic,
             "STREAMER_KAFKA__OUTPUT_TOPIC": self.output_topic,
             "STREAMER_KAFKA__DEAD_LETTER_TOPIC": self.dlq_topic,
+            "STREAMER_KAFKA__FAILURES_TOPIC": f"e2e-{self.suffix}.update-failures.v1",
             "STREAMER_KAFKA__PARTITIONS": "4",
             "STREAMER_CASSANDRA__PORT": str(self.cassandra_port),
             "STREAMER_CASSANDRA__KEYSPACE": self.keyspace,
@@ -135,7 +136,8 @@ class Stack:
 
         return KafkaSettings(
             bootstrap_servers=self.bootstrap, input_topic=self.input_topic,
-            output_topic=self.output_topic, dead_letter_topic=self.dlq_topic, partitions=4,
+            output_topic=self.output_topic, dead_letter_topic=self.dlq_topic,
+            failures_topic=f"e2e-{self.suffix}.update-failures.v1", partitions=4,
         )
 
     async def ensure_topics(self) -> None:
@@ -355,3 +357,32 @@ async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 2.0,
             elif time.monotonic() - last_change >= idle_s:
                 break
         return list(reader.messages)
+
+
+async def locate_records(bootstrap: str, topic: str, event_ids: Iterable[str]) -> dict[str, list]:
+    """Where each of ``event_ids`` sits in a topic: event id -> [(partition, offset), ...]."""
+    import json
+
+    wanted = set(event_ids)
+    found: dict[str, list] = {}
+    for m in await read_topic(bootstrap, topic, idle_s=1.0, max_s=20):
+        try:
+            eid = json.loads(m.value).get("event_id")
+        except (ValueError, AttributeError):
+            continue
+        if eid in wanted:
+            found.setdefault(eid, []).append((m.partition, m.offset))
+    return found
+
+
+async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
+    """The consumer group's committed offsets (partition -> next offset to read)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp.partition: meta.offset for tp, meta in offsets.items()}

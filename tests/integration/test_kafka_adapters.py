@@ -21,6 +21,7 @@ def kafka_settings(kafka_bootstrap, unique):
         input_topic=f"it-{unique}.in",
         output_topic=f"it-{unique}.out",
         dead_letter_topic=f"it-{unique}.in.dlq",
+        failures_topic=f"it-{unique}.failures",
         partitions=3,
     )
 
@@ -61,7 +62,7 @@ async def test_ensure_topics_creates_then_reports_mismatch(kafka_settings):
     assert await ensure_topics(kafka_settings) == []  # idempotent
     wrong = kafka_settings.model_copy(update={"partitions": 5})
     problems = await ensure_topics(wrong)
-    assert len(problems) == 3 and "has 3 partitions, expected 5" in problems[0]
+    assert len(problems) == 4 and "has 3 partitions, expected 5" in problems[0]
 
 
 async def test_change_events_are_keyed_by_user(kafka_settings, producer):
