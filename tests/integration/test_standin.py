@@ -16,6 +16,8 @@ import httpx
 import pytest
 
 from streamer.domain.baseline import BASELINE_HEADER
+from streamer.domain.prompt import build_update_prompt
+from streamer.domain.triples import Triple
 from streamer.standin import (
     DEFAULT_MODEL,
     FaultConfig,
@@ -29,54 +31,17 @@ pytestmark = pytest.mark.integration
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# The AlignXplore+ prompt, rebuilt here from docs/alignxplore-plus.md section 1 (byte-exact).
-SYSTEM_PROMPT = (
-    "You are an expert User Preference Analyst. Your sole task is to analyze a user's past "
-    "preference summary (possibly not provided) and new interaction history and summarize the "
-    "user preferences.\n\nThe user's history will be provided as a sequence of triples, where "
-    "each triple is `(QUERY, CHOSEN ITEM BY THE USER, REJECTED ITEM BY THE USER)`.\n\nDo not "
-    "include any introductory phrases, greetings, or any other text outside of this specified "
-    "structure."
-)
-USER_HEAD = (
-    "Analyze the past preference summary and the following user interaction history to "
-    "summarize the comprehensive user preferences in concise language. If past preferences are "
-    "provided, adjust the preferences by combining past preferences with those reflected in "
-    "current behavior, removing conflicting parts, and integrating new insights. If no past "
-    "preferences are provided, derive the final preferences solely from user behavior. The "
-    "user's history will be provided as a sequence of triples, where each triple is `(QUERY, "
-    "CHOSEN ITEM BY THE USER, REJECTED ITEM BY THE USER)`.\n"
-)
-USER_TAIL = (
-    "Now, given the above user's past prefernce summary and the interaction history, "
-    "summarize the user preferences."
-)
 MOVIES_QUERY = "Please recommend some movies to me."
-
-
-def render_user(past: str | None, triples: Sequence[tuple[str, str, str]]) -> str:
-    """The AlignXplore+ streaming user message for a past summary and (q, chosen, rejected)."""
-    blocks = "\n\n".join(
-        f"=====Triple {i}=====\n\n*QUERY:*\n {q}\n*****\n*CHOSEN ITEM BY THE USER:*\n{c}"
-        f"\n*****\n*REJECTED ITEM BY THE USER:*\n{r}"
-        for i, (q, c, r) in enumerate(triples, start=1)
-    )
-    text = (
-        f"{USER_HEAD}=====Past Preference Summary=====\n\n{past or 'Not Provided.'}\n\n"
-        f"=====Interaction History=====\n{blocks}\n\n=====END=====\n\n{USER_TAIL}"
-    )
-    return text.strip()
 
 
 def update_messages(
     past: str | None = None, triples: Sequence[tuple[str, str, str]] | None = None
 ) -> list[dict[str, str]]:
+    """The AlignXplore+ streaming messages, from the product's own (byte-exact) prompt builder."""
     if triples is None:
         triples = scifi_triples(3)
-    return [
-        {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": render_user(past, triples)},
-    ]
+    rows = [Triple(q, c, r, f"e{i}") for i, (q, c, r) in enumerate(triples)]
+    return build_update_prompt(past, rows).messages()
 
 
 def scifi_triples(n: int) -> list[tuple[str, str, str]]:
@@ -159,7 +124,7 @@ async def test_chat_completion_answers_an_update_prompt_in_model_format() -> Non
     usage = body["usage"]
     assert usage["completion_tokens"] == count_tokens(content)
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    assert usage["prompt_tokens"] > count_tokens(render_user(None, scifi_triples(3)))
+    assert usage["prompt_tokens"] > count_tokens(update_messages(None, scifi_triples(3))[1]["content"])
 
 
 async def test_past_summary_from_the_prompt_is_combined_with_new_triples() -> None:
