@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help
+.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help helm chart-test
 
 help:
 	@echo "make demo    - replay the bundled clickstream on the embedded default (no servers)"
@@ -28,8 +28,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/streamer replay --sqlite prefstream-demo.sqlite3
 
-test: $(STAMP)
+# helm CLI built from the Go module proxy at the version pinned in deploy/tools/helm.sh
+helm:
+	bash deploy/tools/helm.sh
+
+test: $(STAMP) helm
 	bash tests/run.sh
+
+chart-test: $(STAMP) helm
+	$(PY) -m pytest tests/chart -q -p no:cacheprovider
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q

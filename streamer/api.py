@@ -42,6 +42,7 @@ from .domain.windowing import window_id
 from .errors import StoreUnavailableError, VersionConflictError
 from .ports import ChangePublisher, ProfileStore
 from .service import change_event
+from .telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -407,8 +408,11 @@ def create_api(
     ready_timeout_s: float = 5.0,
     before_write: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    telemetry: Telemetry | None = None,
 ) -> web.Application:
     """The read API as an aiohttp application.
+
+    ``telemetry``: its instruments are served as Prometheus text on ``GET /metrics``.
 
     ``token``: bearer token of the write route (rollback); None or empty disables it (403).
     ``ready``: readiness check; it returns details for ``/readyz`` or raises (503 + reason).
@@ -426,6 +430,13 @@ def create_api(
     app.router.add_get("/livez", h.livez, name="livez")
     app.router.add_get("/readyz", h.readyz, name="readyz")
     app.router.add_get("/openapi.json", h.openapi, name="openapi")
+    metrics_source = telemetry or Telemetry.noop()
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        return web.Response(body=metrics_source.metrics_text(),
+                            headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    app.router.add_get("/metrics", metrics_page, name="metrics")
     return app
 
 
@@ -554,6 +565,14 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "OpenAPI 3.1 document.",
                                       "content": {"application/json": {
                                           "schema": {"type": "object"}}}}},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "operationId": "metrics", "summary": "Prometheus metrics (OpenTelemetry instruments)",
+                "tags": ["meta"],
+                "responses": {"200": {"description": "Prometheus text exposition format 0.0.4.",
+                                      "content": {"text/plain": {"schema": {"type": "string"}}}}},
             }
         },
     }

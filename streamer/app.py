@@ -14,6 +14,7 @@ from .flows.update_profiles import UpdateFlow
 from .ports import ProfileStore, SummaryModel
 from .service import ProfileUpdater, PromptCounter, UpdatePolicy
 from .settings import Settings
+from .telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class StreamerApp:
     flow: UpdateFlow
     store: ProfileStore
     model: SummaryModel
+    telemetry: Telemetry
 
 
 def create_app(
@@ -83,8 +85,10 @@ def create_app(
     *,
     store: ProfileStore | None = None,
     model: SummaryModel | None = None,
+    telemetry: Telemetry | None = None,
 ) -> StreamerApp:
     """Build the faust worker app with its flow and dependencies."""
+    telemetry = telemetry or setup_telemetry(settings)
     kafka = settings.kafka
     app = faust.App(
         kafka.consumer_group,
@@ -114,6 +118,7 @@ def create_app(
         KafkaChangePublisher(send, kafka.output_topic, kafka.failures_topic),
         update_policy(settings),
         token_counter=build_token_counter(model),
+        telemetry=telemetry,
     )
     flow = UpdateFlow(
         updater,
@@ -126,6 +131,7 @@ def create_app(
         retry_backoff_s=settings.window.retry_backoff_s,
         max_event_age_s=settings.window.max_event_age_s,
         max_clock_skew_s=settings.window.max_clock_skew_s,
+        telemetry=telemetry,
     )
     topic = app.topic(
         kafka.input_topic,
@@ -150,6 +156,7 @@ def create_app(
     async def on_shutdown(sender: object, **kwargs: object) -> None:
         # runs after the consumer paused and before its final offset commit
         await flow.shutdown(settings.shutdown_timeout_s)
+        telemetry.shutdown()  # flush spans of the last updates
 
     async def live(web: object, request: object) -> object:
         """Liveness: the process serves; independent of Kafka, Cassandra and the model."""
@@ -180,4 +187,34 @@ def create_app(
             }
         )
 
-    return StreamerApp(app=app, flow=flow, store=store, model=model)
+    @app.page("/metrics")
+    async def metrics_page(web: object, request: object) -> object:
+        """Prometheus text exposition of the OpenTelemetry instruments."""
+        return web.bytes(  # type: ignore[attr-defined]
+            telemetry.metrics_text(), content_type=PROMETHEUS_CONTENT_TYPE.split("; charset")[0]
+        )
+
+    telemetry.observe("streamer_consumer_lag", lambda: consumer_lag(app))
+
+    return StreamerApp(app=app, flow=flow, store=store, model=model, telemetry=telemetry)
+
+
+def consumer_lag(app: faust.App) -> list[tuple[float, dict[str, object]]]:
+    """Per assigned partition: highwater (from the last fetch, no broker round trip) minus the
+    committed offset (faust's own bookkeeping).  Partitions not fetched or committed yet are
+    left out.  Cheap enough for every scrape."""
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return []
+    committed = getattr(consumer, "_committed_offset", {})
+    out = []
+    for tp in consumer.assignment():
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            continue
+        done = committed.get(tp) if hasattr(committed, "get") else None
+        if high is None or done is None:
+            continue
+        out.append((float(max(0, high - done)), {"topic": tp.topic, "partition": tp.partition}))
+    return out

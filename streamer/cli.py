@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from . import __version__
 from .errors import StreamerError
+from .logging import configure_logging
 from .settings import Settings
 
 log = logging.getLogger("streamer")
@@ -26,14 +27,6 @@ def _settings() -> Settings:
         raise SystemExit(2) from exc
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run the faust worker against Kafka, the store and the model pool."""
     from faust import Worker
@@ -42,14 +35,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     problems = asyncio.run(ensure_topics(settings.kafka))
     for problem in problems:
         log.error("topic mismatch: %s", problem)
     if problems:
         return 3
     streamer_app = create_app(settings)
-    worker = Worker(streamer_app.app, loglevel=settings.log_level.lower(), quiet=True)
+    # logging stays ours (JSON with trace ids): faust would replace the root handlers
+    worker = Worker(streamer_app.app, loglevel=settings.log_level.lower(), quiet=True,
+                    override_logging=False)
     worker.execute_from_commandline()
     return 0
 
@@ -60,7 +55,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .replay import BUNDLED_SAMPLE, run_replay
 
     settings = _settings()
-    _configure_logging("WARNING" if not args.verbose else "INFO")
+    configure_logging("WARNING" if not args.verbose else "INFO", settings.log_format)
     if args.model_url:
         from .adapters.llm.client import OpenAICompatSummaryModel
 
@@ -97,7 +92,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from .replay import replay
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     path = Path(args.path)
     if not path.exists():
         print(f"no such file: {path}", file=sys.stderr)
@@ -164,7 +159,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from .adapters.cassandra.store import connect, migrate
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     cluster, session = connect(settings.cassandra)
     try:
         applied = migrate(session, settings.cassandra)
@@ -179,7 +174,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     from .adapters.kafka.admin import ensure_topics, topic_specs
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     problems = asyncio.run(ensure_topics(settings.kafka))
     for spec in topic_specs(settings.kafka):
         print(f"{spec.name}: partitions={spec.partitions} {spec.config}")
@@ -193,7 +188,7 @@ def cmd_read(args: argparse.Namespace) -> int:
     from .app import build_store
 
     settings = _settings()
-    _configure_logging("WARNING")
+    configure_logging("WARNING", settings.log_format)
 
     async def _read() -> object:
         store = build_store(settings)
@@ -223,9 +218,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     from .adapters.kafka.publish import KafkaChangePublisher
     from .api import create_api, store_probe
     from .app import build_store
+    from .telemetry import setup_telemetry
 
     settings = _settings()
-    _configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     host = args.host or settings.api.host
     port = args.port or settings.api.port
     token = settings.api.token.get_secret_value() if settings.api.token else None
@@ -257,8 +253,10 @@ def cmd_api(args: argparse.Namespace) -> int:
             assert producer is not None
             await producer.send_and_wait(topic, value, key=key, headers=list(headers))
 
+        telemetry = setup_telemetry(settings)
         app = create_api(store, KafkaChangePublisher(send, settings.kafka.output_topic),
-                         token=token, ready=store_probe(store), before_write=connect_producer)
+                         token=token, ready=store_probe(store), before_write=connect_producer,
+                         telemetry=telemetry)
         runner = web.AppRunner(app, shutdown_timeout=10.0)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -275,6 +273,7 @@ def cmd_api(args: argparse.Namespace) -> int:
             if producer is not None:
                 await producer.stop()
             await store.aclose()
+            telemetry.shutdown()
         return 0
 
     return asyncio.run(_serve())

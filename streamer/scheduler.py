@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from schemas import Interaction
 
@@ -51,7 +51,9 @@ class WindowScheduler(Generic[H]):
         on_finished: Callable[[Finished[H]], None] = lambda f: None,
         retry_backoff_s: float = 2.0,
         max_pending_events: int = 100_000,
+        window_trace: Callable[[Window[H]], Any] | None = None,
     ) -> None:
+        self.window_trace = window_trace  # transport trace info passed to ``updater.apply``
         self.book = book
         self.max_pending_events = max_pending_events
         self._healthy = asyncio.Event()
@@ -132,7 +134,11 @@ class WindowScheduler(Generic[H]):
 
     async def _run(self, window: Window[H]) -> None:
         try:
-            result = await self.updater.apply(window.user_id, window.events)
+            if self.window_trace is not None:
+                result = await self.updater.apply(window.user_id, window.events,
+                                                  trace=self.window_trace(window))
+            else:
+                result = await self.updater.apply(window.user_id, window.events)
         except (TransientError, VersionConflictError, OSError) as exc:
             log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
             self._degrade(f"{type(exc).__name__}: {exc}")

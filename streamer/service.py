@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+from opentelemetry.trace import SpanKind
 
 from schemas import Interaction, SummaryChanged, SummaryRecord, SummaryUpdateFailed, TokenUsage
 
@@ -22,6 +25,7 @@ from .domain.triples import Triple, to_triples
 from .domain.windowing import window_id
 from .errors import VersionConflictError
 from .ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, UpdateRequest
+from .telemetry import Telemetry, WindowTrace
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,9 @@ class ProfileUpdater:
         *,
         clock: Callable[[], datetime] = _utcnow,
         token_counter: PromptCounter | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry or Telemetry.noop()
         self.token_counter = token_counter
         self.store = store
         self.model = model
@@ -92,22 +98,40 @@ class ProfileUpdater:
         self.policy = policy or UpdatePolicy()
         self.clock = clock
 
-    async def apply(self, user_id: str, events: Sequence[Interaction]) -> UpdateResult:
+    async def apply(
+        self, user_id: str, events: Sequence[Interaction], *, trace: WindowTrace | None = None
+    ) -> UpdateResult:
         """Apply a closed window; retries version conflicts by reloading the current version.
 
         Raises transient errors (store or model unavailable) to the caller, which keeps the
-        window's events for a later attempt.
+        window's events for a later attempt.  ``trace`` (from the transport) gives the input
+        records' trace contexts, linked from the ``update_window`` span, and Kafka timestamps.
         """
-        for _ in range(self.policy.conflict_attempts):
-            try:
-                return await self._apply_once(user_id, events)
-            except VersionConflictError:
-                log.info("version conflict for a user; reloading and retrying")
-        raise VersionConflictError(
-            f"gave up after {self.policy.conflict_attempts} version conflicts"
-        )
+        trace = trace or WindowTrace()
+        with self.telemetry.window_span(user_id, len(events), trace.links) as span:
+            for _ in range(self.policy.conflict_attempts):
+                try:
+                    result = await self._apply_once(user_id, events, trace)
+                except VersionConflictError:
+                    log.info("version conflict for a user; reloading and retrying")
+                    continue
+                span.set_attribute("prefstream.outcome", result.outcome.value)
+                if result.record is not None:
+                    span.set_attribute("prefstream.version", result.record.version)
+                log.info(
+                    "window applied: user_id=%s outcome=%s events=%d version=%s",
+                    user_id, result.outcome.value, len(events),
+                    result.record.version if result.record else None,
+                    extra={"linked_trace_ids": [format(sc.trace_id, "032x") for sc in trace.links]},
+                )
+                return result
+            raise VersionConflictError(
+                f"gave up after {self.policy.conflict_attempts} version conflicts"
+            )
 
-    async def _apply_once(self, user_id: str, events: Sequence[Interaction]) -> UpdateResult:
+    async def _apply_once(
+        self, user_id: str, events: Sequence[Interaction], trace: WindowTrace
+    ) -> UpdateResult:
         current = await self.store.get_current(user_id)
         ids = [e.event_id for e in events]
         applied = set(current.event_ids) if current else set()  # covers a crash mid-append
@@ -124,7 +148,7 @@ class ProfileUpdater:
         previous = current.summary if current else None
         if not conversion.triples:  # nothing to show the model: carry the summary forward
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
-                                       dropped=conversion.unpaired_event_ids)
+                                       dropped=conversion.unpaired_event_ids, trace=trace)
             return UpdateResult(Outcome.NO_TRIPLES, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         fit = await self._fit(previous, conversion.triples)
@@ -135,7 +159,7 @@ class ProfileUpdater:
             log.error("window does not fit the context even cut down (%d prompt tokens)",
                       fit.prompt_tokens)
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
-                                       dropped=tuple(e.event_id for e in fresh))
+                                       dropped=tuple(e.event_id for e in fresh), trace=trace)
             return UpdateResult(Outcome.TOO_LARGE, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
@@ -158,7 +182,8 @@ class ProfileUpdater:
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
         dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
-        record = await self._store(user_id, current, fresh, summary, reply.model, reply, dropped=dropped)
+        record = await self._store(user_id, current, fresh, summary, reply.model, reply,
+                                   dropped=dropped, trace=trace)
         return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
                             dropped_event_ids=record.dropped_event_ids,
                             summary_too_long=fit.summary_too_long)
@@ -173,6 +198,7 @@ class ProfileUpdater:
         reply: ModelReply | None,
         *,
         dropped: Sequence[str],
+        trace: WindowTrace | None = None,
     ) -> SummaryRecord:
         """Append the next version (raises VersionConflictError) and publish its change event.
 
@@ -195,9 +221,22 @@ class ProfileUpdater:
             latency_ms=reply.latency_ms if reply else 0.0,
             created_at=self.clock(),
         )
-        await self.store.append(record)
-        await self.publisher.publish(change_event(record))
+        with self.telemetry.span("store_append", attributes={"prefstream.version": record.version}):
+            await self.store.append(record)
+        with self.telemetry.span("publish_change", kind=SpanKind.PRODUCER):
+            await self.publisher.publish(change_event(record))
+        self._record_freshness(events, trace)
         return record
+
+    def _record_freshness(self, events: Sequence[Interaction], trace: WindowTrace | None) -> None:
+        """Input record (Kafka timestamp, else occurred_at) to acknowledged change event."""
+        times = trace.event_times if trace else {}
+        now = time.time()
+        for e in events:
+            at = times.get(e.event_id)
+            if at is None:
+                at = e.occurred_at.timestamp()
+            self.telemetry.record_freshness(now - at)
 
     async def _fit(self, previous: str | None, triples: Sequence[Triple]) -> FitResult:
         """Fit prompt + output allowance into the context, keeping the most recent triples.
@@ -234,7 +273,20 @@ class ProfileUpdater:
         reply: ModelReply | None = None
         latency = 0.0
         for attempt in range(1, self.policy.output_attempts + 1):
-            reply = await self.model.generate(request)
+            started = time.perf_counter()
+            with self.telemetry.span("model_call", kind=SpanKind.CLIENT,
+                                     attributes={"prefstream.attempt": attempt}) as span:
+                try:
+                    reply = await self.model.generate(request)
+                except Exception:
+                    self.telemetry.record_model_call(time.perf_counter() - started, prompt_tokens=0,
+                                                     completion_tokens=0, ok=False)
+                    raise
+                span.set_attribute("gen_ai.usage.input_tokens", reply.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", reply.completion_tokens)
+            self.telemetry.record_model_call(time.perf_counter() - started,
+                                             prompt_tokens=reply.prompt_tokens,
+                                             completion_tokens=reply.completion_tokens)
             latency += reply.latency_ms
             try:
                 summary = parse_summary(

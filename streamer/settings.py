@@ -135,6 +135,9 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level."""
+    log_format: Literal["json", "text"] = "json"
+    """Log line format: `json` (one object per line, with the active span's `trace_id`/`span_id`)
+    or `text`."""
     web_port: int = 6066
     """Worker HTTP port (faust web: /livez, /readyz, /stats)."""
     shutdown_timeout_s: float = Field(30.0, ge=0)

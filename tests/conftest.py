@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "chart")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -20,6 +20,7 @@ from ..domain.windowing import WindowBook
 from ..errors import InvalidEventError
 from ..scheduler import Finished, WindowScheduler
 from ..service import ProfileUpdater
+from ..telemetry import Telemetry, WindowTrace, extract_span_context
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ class UpdateFlow:
         retry_backoff_s: float = 2.0,
         max_event_age_s: float | None = None,
         max_clock_skew_s: float | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry or Telemetry.noop()
         self.dead_letters = dead_letters
         self.max_message_bytes = max_message_bytes
         self.max_event_age_s = max_event_age_s
@@ -65,8 +68,13 @@ class UpdateFlow:
             on_finished=self._finished,
             retry_backoff_s=retry_backoff_s,
             max_pending_events=max_pending_events,
+            window_trace=window_trace,
         )
         self.stats = FlowStats()
+        t = self.telemetry
+        t.observe_value("streamer_pool_in_flight", lambda: self.scheduler.busy)
+        t.observe_value("streamer_pool_saturated", lambda: 1 if self.scheduler.saturated else 0)
+        t.observe_value("streamer_pending_events", self.book.pending_events)
         self._user_tp: dict[str, Any] = {}
 
     async def handle(self, event: Any) -> None:
@@ -93,6 +101,7 @@ class UpdateFlow:
                 offset=message.offset,
             )
             self.stats.dead_lettered += 1
+            self.telemetry.record_dead_letter(exc.code)
             event.ack()
             return
         self._user_tp[interaction.user_id] = message.tp
@@ -137,10 +146,12 @@ class UpdateFlow:
     def _finished(self, finished: Finished[Any]) -> None:
         if finished.error is not None:
             self.stats.failures += 1
+            self.telemetry.record_update("error", len(finished.window.events))
             return
         assert finished.result is not None
         outcome = finished.result.outcome.value
         self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+        self.telemetry.record_update(outcome, len(finished.window.events))
         record = finished.result.record
         log.info(
             "window done: outcome=%s events=%d version=%s latency_ms=%.0f",
@@ -152,6 +163,24 @@ class UpdateFlow:
         if finished.completed:
             for handle in finished.window.handles:
                 handle.ack()
+
+
+def window_trace(window: Any) -> WindowTrace:
+    """Trace contexts (``traceparent`` headers) and Kafka timestamps of a window's records;
+    handles are faust events (anything without a ``message`` contributes nothing)."""
+    links = []
+    times: dict[str, float] = {}
+    for event, handle in zip(window.events, window.handles, strict=False):
+        message = getattr(handle, "message", None)
+        if message is None:
+            continue
+        sc = extract_span_context(getattr(message, "headers", None))
+        if sc is not None:
+            links.append(sc)
+        ts = getattr(message, "timestamp", None)
+        if isinstance(ts, int | float) and ts > 0:
+            times[event.event_id] = float(ts)
+    return WindowTrace(links=tuple(links), event_times=times)
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:

@@ -7,6 +7,7 @@ rendered manifests parsed and inspected.
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import json
@@ -43,7 +44,7 @@ MINIMAL = CI_DIR / "default-values.yaml"
 
 # Liveness must answer "is the process alive", never "are Kafka/Cassandra up" (an outage would
 # become a restart storm). These are the endpoints that satisfy that, per container.
-LIVENESS_PATHS = {"worker": "/healthz", "api": "/livez", "vllm": "/health"}
+LIVENESS_PATHS = {"worker": "/livez", "api": "/livez", "vllm": "/health"}
 STANDARD_LABELS = (
     "helm.sh/chart",
     "app.kubernetes.io/name",
@@ -61,6 +62,7 @@ NOT_IN_CONFIG = {
 SECRET_ENV = {"STREAMER_MODEL__API_KEY", "STREAMER_CASSANDRA__PASSWORD", "STREAMER_API__TOKEN"}
 
 _HELM_HOME = tempfile.mkdtemp(prefix="prefstream-helm-home-")
+atexit.register(shutil.rmtree, _HELM_HOME, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -351,6 +353,7 @@ def test_probes_present_and_liveness_is_local(values_file):
     values = effective_values(values_file)
     worker = workload(docs, "worker")["spec"]["template"]["spec"]["containers"][0]
     assert worker["ports"][0]["containerPort"] == values["config"]["webPort"]
+    assert worker["readinessProbe"]["httpGet"]["path"] == "/readyz"
     if values["api"]["enabled"]:
         api = workload(docs, "api")["spec"]["template"]["spec"]["containers"][0]
         assert api["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -384,13 +387,17 @@ def test_pods_are_locked_down(values_file):
 
 def test_streamer_pods_run_as_the_image_uid_with_a_writable_working_dir():
     docs = render()
-    for obj, _, spec in pod_specs(docs):
-        assert spec["securityContext"]["runAsUser"] == 10001
+    checked = 0
+    for _obj, _, spec in pod_specs(docs):
         for c in spec["containers"]:
-            if c["image"].startswith("prefstream:"):
-                mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
-                if "workingDir" in c:
-                    assert c["workingDir"] in mounts, "faust writes <group>-data into the cwd"
+            if not c["image"].startswith("prefstream:"):
+                continue
+            checked += 1
+            assert spec["securityContext"]["runAsUser"] == 10001, "the image's USER"
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            if "workingDir" in c:
+                assert c["workingDir"] in mounts, "faust writes <group>-data into the cwd"
+    assert checked >= 4  # worker, API, two hook Jobs
 
 
 # --------------------------------------------------------------------------- vLLM and GPUs
@@ -836,15 +843,18 @@ def test_pdb_min_available_replaces_max_unavailable():
 def test_service_monitors():
     docs = render((CI_DIR / "vllm-gpu-values.yaml",))
     monitors = {component(m): m for m in of_kind(docs, "ServiceMonitor")}
-    assert set(monitors) == {"api", "vllm"}
+    assert set(monitors) == {"api", "worker", "vllm"}
     for m in monitors.values():
         assert m["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         assert m["spec"]["endpoints"][0]["path"] == "/metrics"
     assert not of_kind(render(), "ServiceMonitor")
-    docs = render((MINIMAL,), ("metrics.serviceMonitor.enabled=true",
-                               "metrics.serviceMonitor.worker.enabled=true"))
+    docs = render((MINIMAL,), ("metrics.serviceMonitor.enabled=true",))
     assert {component(m) for m in of_kind(docs, "ServiceMonitor")} == {"api", "worker"}
-    assert named(docs, "Service", f"{RELEASE}-prefstream-worker")
+    worker_svc = named(docs, "Service", f"{RELEASE}-prefstream-worker")
+    assert worker_svc["spec"]["clusterIP"] == "None"
+    docs = render((MINIMAL,), ("metrics.serviceMonitor.enabled=true",
+                               "metrics.serviceMonitor.worker.enabled=false"))
+    assert {component(m) for m in of_kind(docs, "ServiceMonitor")} == {"api"}
 
 
 def test_network_policies_default_and_restricted():

@@ -375,8 +375,8 @@ async def locate_records(bootstrap: str, topic: str, event_ids: Iterable[str]) -
     return found
 
 
-async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
-    """The consumer group's committed offsets (partition -> next offset to read)."""
+async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The consumer group's committed offsets on ``topic`` (partition -> next offset to read)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -385,4 +385,4 @@ async def committed_offsets(bootstrap: str, group: str) -> dict[int, int]:
         offsets = await admin.list_consumer_group_offsets(group)
     finally:
         await admin.close()
-    return {tp.partition: meta.offset for tp, meta in offsets.items()}
+    return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}

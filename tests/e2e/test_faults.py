@@ -42,7 +42,9 @@ from tests.e2e.harness import (
     Proc,
     Stack,
     TopicReader,
+    committed_offsets,
     grep_log,
+    locate_records,
     log_tails,
     read_topic,
     start_standin,
@@ -358,10 +360,29 @@ class Scenario:
             await self.sleep(0.25)
         missing = sorted(expected - self.applied)
         by_user = Counter(m.rsplit("-", 1)[0] for m in missing)
+        where = await self.where_are(missing[:10])
         self.fail(f"{what}: {len(missing)} of {len(expected)} events never announced within "
                   f"{timeout_s:.0f}s (no progress for {time.monotonic() - last_t:.0f}s), "
-                  f"e.g. {missing[:5]}; per user: {dict(by_user.most_common(6))}")
+                  f"e.g. {missing[:5]}; per user: {dict(by_user.most_common(6))}\n{where}")
         return 0.0
+
+    async def where_are(self, event_ids: list[str]) -> str:
+        """Input-topic coordinates of events vs the group's committed offsets (a committed
+        offset beyond an event that was never applied means the event was skipped)."""
+        try:
+            located = await locate_records(self.infra.bootstrap, self.stack.input_topic, event_ids)
+            committed = await committed_offsets(self.infra.bootstrap,
+                                                f"e2e-{self.suffix}", self.stack.input_topic)
+        except Exception as exc:  # noqa: BLE001 - diagnostics only
+            return f"(could not locate the events: {exc})"
+        lines = [f"group committed offsets on the input topic: {dict(sorted(committed.items()))}"]
+        for eid in event_ids:
+            for partition, offset in located.get(eid, []):
+                c = committed.get(partition)
+                verdict = ("COMMITTED PAST without being applied" if c is not None and c > offset
+                           else "not committed yet")
+                lines.append(f"  {eid}: partition {partition} offset {offset} -> {verdict}")
+        return "\n".join(lines)
 
     # -- the final check -----------------------------------------------------------------------
 

@@ -266,7 +266,7 @@ Writable scratch volumes of the streamer pods (the root filesystem is read-only)
 
 {{/*
 An HTTP probe with bitnami's enabled/timing fields; a custom probe replaces it whole.
-Usage: include "prefstream.probe" (dict "probe" .Values.worker.livenessProbe "custom" .Values.worker.customLivenessProbe "path" "/healthz" "port" "http")
+Usage: include "prefstream.probe" (dict "probe" .Values.worker.livenessProbe "custom" .Values.worker.customLivenessProbe "path" "/livez" "port" "http")
 */}}
 {{- define "prefstream.probe" -}}
 {{- if .custom -}}
@@ -315,6 +315,11 @@ reported at once (bitnami's validateValues aggregation).
 {{- end -}}
 {{- if and .Values.vllm.enabled (eq .Values.vllm.modelCache.type "pvc") (not .Values.vllm.modelCache.pvc.existingClaim) (gt (int .Values.vllm.replicaCount) 1) (has "ReadWriteOnce" .Values.vllm.modelCache.pvc.accessModes) -}}
 {{- $errors = append $errors "vllm.replicaCount > 1 with a chart-created ReadWriteOnce model-cache claim: set vllm.modelCache.pvc.accessModes=[ReadWriteMany] or vllm.modelCache.type=emptyDir." -}}
+{{- end -}}
+{{- if not (kindIs "invalid" .Values.config.shutdownTimeoutS) -}}
+{{- if le (float64 $w.terminationGracePeriodSeconds) (float64 .Values.config.shutdownTimeoutS) -}}
+{{- $errors = append $errors (printf "worker.terminationGracePeriodSeconds (%v) must exceed config.shutdownTimeoutS (%v), or Kubernetes kills the worker before in-flight updates finish." $w.terminationGracePeriodSeconds .Values.config.shutdownTimeoutS) -}}
+{{- end -}}
 {{- end -}}
 {{- if $errors -}}
 {{- printf "\n\nVALUES VALIDATION:\n  - %s\n" (join "\n  - " $errors) | fail -}}

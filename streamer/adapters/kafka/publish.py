@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed
 
 from ...errors import InvalidEventError
+from ...telemetry import outgoing_trace_headers
 from .codec import encode_model
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class KafkaChangePublisher:
             await self._publish(self.failures_topic, event)
 
     async def _publish(self, topic: str, event: SummaryChanged | SummaryUpdateFailed) -> None:
-        headers = [("content-type", b"application/json"), ("type", event.type.encode())]
+        headers = [("content-type", b"application/json"), ("type", event.type.encode()),
+                   *outgoing_trace_headers()]  # W3C traceparent of the window's update span
         await self._send(topic, event.user_id.encode(), encode_model(event), headers)
 
 
