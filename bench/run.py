@@ -86,8 +86,6 @@ async def run(args: argparse.Namespace) -> dict:
         await phase("fresh", lambda: bench_freshness(urls, capacity=capacity, service_s=service,
                                                      levels=(0.5, 0.9),
                                                      duration_s=size["fresh_s"]))
-        for _, proc_url in standins:
-            pass
         # stand-ins are no longer needed; stop them before the CPU-bound scale run
         for proc, _ in standins:
             proc.stop()
