@@ -42,7 +42,17 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         if needs_infra:
             say("phase 0: starting private Kafka + Cassandra (deploy/local/infra.py up, run/bench)")
-            results["infra_up_s"] = round(infra("up"), 1)
+            for attempt in range(3):  # a just-stopped server may still hold its ports briefly
+                try:
+                    results["infra_up_s"] = round(infra("up"), 1)
+                    break
+                except RuntimeError as exc:
+                    if attempt == 2:
+                        raise
+                    say(f"infra up failed ({str(exc).strip().splitlines()[-1][:200]}); "
+                        "retrying in 15 s")
+                    await asyncio.to_thread(infra, "down")
+                    await asyncio.sleep(15)
             say(f"infra up in {results['infra_up_s']}s")
         if only & {"stream", "pool", "fresh"}:
             from .pool_fresh import N_STANDINS, STANDIN
@@ -111,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", help="result file name (default: quick / full)")
     args = ap.parse_args(argv)
     args.name = args.name or ("quick" if args.quick else "full")
-    results = asyncio.run(run(args))
+    try:
+        results = asyncio.run(run(args))
+    except Exception:
+        say("benchmark aborted:\n" + traceback.format_exc())
+        results = {"name": args.name, "mode": "quick" if args.quick else "full",
+                   "machine": machine_info(), "benchmarks": {},
+                   "errors": {"run": traceback.format_exc()}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{args.name}.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
