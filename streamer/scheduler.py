@@ -148,8 +148,9 @@ class WindowScheduler(Generic[H]):
             log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
             self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
             self.on_finished(Finished(window, None, exc))
-        except Exception as exc:  # a bug: keep the events, surface loudly
+        except Exception as exc:  # unknown failure: keep the events, stop intake, surface loudly
             log.exception("unexpected error in update; events kept for retry")
+            self._degrade(f"unexpected {type(exc).__name__}: {exc}")
             self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
             self.on_finished(Finished(window, None, exc))
         else:
