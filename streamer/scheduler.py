@@ -32,6 +32,7 @@ class Finished(Generic[H]):
     window: Window[H]
     result: UpdateResult | None
     error: BaseException | None
+    duplicate_handles: tuple[H, ...] = ()
 
     @property
     def completed(self) -> bool:
@@ -155,11 +156,12 @@ class WindowScheduler(Generic[H]):
             self.on_finished(Finished(window, None, exc))
         else:
             self._recover()
+            extra: list[H] = []
             if result.outcome is Outcome.REJECTED_OUTPUT:
                 self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
             else:
-                self.book.complete(window)
-            self.on_finished(Finished(window, result, None))
+                extra = self.book.complete(window)
+            self.on_finished(Finished(window, result, None, tuple(extra)))
         finally:
             self._slots.release()
 

@@ -69,6 +69,7 @@ class WindowBook(Generic[H]):
         self._ids: dict[str, set[str]] = {}  # event ids pending or in flight, per user
         self._hold_until: dict[str, float] = {}  # users backing off after a failed update
         self._n_pending = 0
+        self._dup_handles: dict[tuple[str, str], list[H]] = {}
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -84,11 +85,14 @@ class WindowBook(Generic[H]):
     def add(self, event: Interaction, handle: H, now: float) -> bool:
         """Add an event to its user's window.
 
-        Returns False (and keeps nothing) when the same event id is already pending or in flight
-        for that user: a duplicate delivery.
+        Returns False when the same event id is already pending or in flight for that user (a
+        duplicate delivery).  The duplicate's handle is kept with the original event and handed
+        out by :meth:`complete` once that event is applied: acknowledging it earlier could commit
+        an offset (a redelivery has the same one) whose event is not stored yet.
         """
         ids = self._ids.setdefault(event.user_id, set())
         if event.event_id in ids:
+            self._dup_handles.setdefault((event.user_id, event.event_id), []).append(handle)
             return False
         ids.add(event.event_id)
         pending = self._pending.get(event.user_id)
@@ -136,8 +140,11 @@ class WindowBook(Generic[H]):
         self._in_flight[user_id] = window
         return window
 
-    def complete(self, window: Window[H]) -> None:
-        """The window's update is stored and published: forget its events."""
+    def complete(self, window: Window[H]) -> list[H]:
+        """The window's update is stored and published: forget its events.
+
+        Returns the handles of duplicate deliveries of those events, now safe to acknowledge.
+        """
         self._in_flight.pop(window.user_id, None)
         self._hold_until.pop(window.user_id, None)
         ids = self._ids.get(window.user_id)
@@ -145,6 +152,10 @@ class WindowBook(Generic[H]):
             ids.difference_update(window.event_ids)
             if not ids:
                 del self._ids[window.user_id]
+        extra: list[H] = []
+        for event_id in window.event_ids:
+            extra.extend(self._dup_handles.pop((window.user_id, event_id), ()))
+        return extra
 
     def give_back(self, window: Window[H], *, retry_at: float | None = None) -> None:
         """The update did not happen: the events go back in front of the pending window.
@@ -173,6 +184,8 @@ class WindowBook(Generic[H]):
             if pending is not None:
                 dropped += len(pending.events)
                 self._n_pending -= len(pending.events)
+                for e in pending.events:
+                    self._dup_handles.pop((user_id, e.event_id), None)
                 ids = self._ids.get(user_id, set())
                 ids.difference_update(e.event_id for e in pending.events)
         return dropped

@@ -106,8 +106,7 @@ class UpdateFlow:
             return
         self._user_tp[interaction.user_id] = message.tp
         if not await self.scheduler.offer(interaction, event):
-            self.stats.duplicates += 1
-            event.ack()
+            self.stats.duplicates += 1  # acknowledged with the original, once it is applied
 
     async def tick(self) -> None:
         await self.scheduler.tick()
@@ -161,7 +160,7 @@ class UpdateFlow:
             record.latency_ms if record else 0.0,
         )
         if finished.completed:
-            for handle in finished.window.handles:
+            for handle in (*finished.window.handles, *finished.duplicate_handles):
                 handle.ack()
 
 

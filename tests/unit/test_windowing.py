@@ -79,3 +79,14 @@ def test_drop_users_forgets_pending_windows():
     assert book.drop_users(["u1"]) == 1
     assert list(book) == ["u2"]
     assert book.add(pairwise("a", "u1"), None, 0)
+
+
+def test_duplicate_handles_are_released_only_with_the_original_event():
+    book = WindowBook(max_events=5, max_age_s=0)
+    book.add(pairwise("a"), "h1", 0)
+    w = book.take("u1")
+    assert not book.add(pairwise("a"), "h1-redelivered", 0)
+    book.give_back(w)  # the update failed: nothing may be acknowledged yet
+    w2 = book.take("u1")
+    assert book.complete(w2) == ["h1-redelivered"]
+    assert book.complete(w2) == []
