@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import faust
 
+from .adapters.kafka.consumer import ContiguousAckConsumer
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .domain.prompt import Prompt
 from .flows.update_profiles import UpdateFlow
@@ -106,6 +107,8 @@ def create_app(
         broker_commit_interval=1.0,
         logging_config=None,
     )
+    # commit only contiguous acknowledged offsets (see adapters/kafka/consumer.py)
+    app.transport.Consumer = ContiguousAckConsumer
     store = store or build_store(settings)
     model = model or build_model(settings)
 
