@@ -147,6 +147,52 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return asyncio.run(_run())
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """The paper's evaluation: streaming summaries, then the pairwise judgement (acc., AUC)."""
+    from .adapters.llm.baseline import BaselineSummaryModel
+    from .adapters.llm.client import OpenAICompatSummaryModel
+    from .app import update_policy
+    from .evaluation import BUNDLED_SYNTHETIC, evaluate, load_benchmark, synthetic_benchmark
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    if args.make_synthetic:
+        rows = synthetic_benchmark()
+        Path(args.make_synthetic).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        print(f"wrote {len(rows)} users to {args.make_synthetic}")
+        return 0
+    path = Path(args.path) if args.path else BUNDLED_SYNTHETIC
+    records = load_benchmark(path)
+    dataset = args.dataset or path.stem
+    engines = []
+    if args.summarizer_url:
+        engines.append(OpenAICompatSummaryModel([args.summarizer_url], model=args.summarizer_model,
+                                                timeout_s=settings.model.timeout_s,
+                                                health_interval_s=None))
+    if args.baseline or not args.summarizer_url:
+        engines.append(BaselineSummaryModel())
+
+    async def _run() -> list[dict[str, object]]:
+        results = []
+        for engine in engines:
+            try:
+                report = await evaluate(records, summary_model=engine, judge_url=args.judge_url,
+                                        judge_model=args.judge_model, dataset=dataset,
+                                        policy=update_policy(settings))
+            finally:
+                await engine.aclose()
+            results.append(report.headline() | {"rows": report.rows})
+            print(f"{report.engine:32s} users={report.users} accuracy={report.accuracy:.3f} "
+                  f"auc={'n/a' if report.auc is None else f'{report.auc:.3f}'} "
+                  f"unparsed={report.unparsed} failed_summaries={report.failed_summaries}")
+        return results
+
+    results = asyncio.run(_run())
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
 def cmd_standin(args: argparse.Namespace, rest: list[str]) -> int:
     """Run the OpenAI-compatible model stand-in (tests and benchmarks)."""
     from .standin.__main__ import main as standin_main
@@ -308,6 +354,19 @@ def build_parser() -> argparse.ArgumentParser:
     bf.add_argument("--publish", action="store_true",
                     help="also publish change events to STREAMER_KAFKA__OUTPUT_TOPIC")
     bf.add_argument("--no-progress", action="store_true")
+    ev = sub.add_parser("eval", help=cmd_eval.__doc__)
+    ev.add_argument("path", nargs="?", help="benchmark JSONL (default: bundled synthetic set)")
+    ev.add_argument("--summarizer-url", help="OpenAI-compatible base URL serving AlignXplore+")
+    ev.add_argument("--summarizer-model", default="VanillaH1/AlignXplore-Plus")
+    ev.add_argument("--judge-url", default="http://127.0.0.1:8001/v1",
+                    help="OpenAI-compatible base URL of the downstream judge")
+    ev.add_argument("--judge-model", default="Qwen/Qwen3-8B")
+    ev.add_argument("--baseline", action="store_true",
+                    help="also score the CPU baseline summarizer (always on without a summarizer)")
+    ev.add_argument("--dataset", help="dataset name for the stage split (default: file stem; "
+                    "amazon*/mind*/movielens* use thirds)")
+    ev.add_argument("--out", help="write per-user results as JSON")
+    ev.add_argument("--make-synthetic", metavar="FILE", help="write the synthetic set and exit")
     sub.add_parser("standin", help=cmd_standin.__doc__, add_help=False)
     sub.add_parser("migrate", help=cmd_migrate.__doc__)
     tp = sub.add_parser("topics", help=cmd_topics.__doc__)
@@ -333,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "worker": cmd_worker,
         "replay": cmd_replay,
         "backfill": cmd_backfill,
+        "eval": cmd_eval,
         "migrate": cmd_migrate,
         "topics": cmd_topics,
         "get": cmd_read,

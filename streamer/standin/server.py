@@ -18,7 +18,9 @@ the failure modes of a real vLLM server. Token counts are approximations (see
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import random
 import re
 import time
@@ -33,7 +35,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streamer.domain.baseline import NEUTRAL_SUMMARY, BaselineSummarizer
+from streamer.domain.baseline import NEUTRAL_SUMMARY, BaselineSummarizer, parse_weights
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -551,6 +553,15 @@ class Standin:
             self.stats.max_queued = max(self.stats.max_queued, self.limiter.waiting + 1)
         await self.limiter.acquire()
         try:
+            judged = judge_reply(messages)
+            if judged is not None:  # a pairwise-judgement request (`streamer eval`)
+                content, p_a = judged
+                reply = _completion_body(model, content, "stop", prompt_tokens,
+                                         count_tokens(content))
+                if body.get("logprobs"):
+                    reply["choices"][0]["logprobs"] = _letter_logprobs(content, p_a)
+                self.last_exchange = {"messages": messages, "response": reply}
+                return web.json_response(reply)
             return await self._generate(model, messages, prompt_tokens, max_tokens, malformed)
         finally:
             self.limiter.release()
@@ -766,6 +777,62 @@ def _completion_body(
             "prompt_tokens_details": None,
         },
         "prompt_logprobs": None,
+    }
+
+
+# --------------------------------------------------------------------------- judge
+
+_JUDGE_RE = re.compile(
+    r"<Preference>\n(?P<summary>.*?)</Preference>\n\n<Item A>\n(?P<a>.*?)\n</Item A>\n\n"
+    r"<Item B>\n(?P<b>.*?)\n</Item B>",
+    re.DOTALL,
+)
+_WORD_RE = re.compile(r"[^\W\d_][\w'-]*")
+
+
+def judge_reply(messages: list[dict[str, str]]) -> tuple[str, float] | None:
+    """Answer an AlignXplore+ pairwise-judgement prompt, or None for any other request.
+
+    A transparent stand-in judge: it scores each item against the preference summary it was
+    given (the baseline's signed term weights when the summary is a baseline one, else plain
+    word overlap with the summary) and picks the higher; it never sees the gold answer.
+    Returns (reply text, P(Item A)).
+    """
+    user_texts = [m["content"] for m in messages if m["role"] == "user"]
+    match = _JUDGE_RE.search(user_texts[-1]) if user_texts else None
+    if match is None:
+        return None
+    summary = match.group("summary")
+    weights = parse_weights(summary)
+    if not weights:
+        weights = {w: 1.0 for w in _words(summary) if len(w) > 3}
+
+    def score(text: str) -> float:
+        return sum(weights.get(w, 0.0) for w in set(_words(text)))
+
+    diff = score(match.group("a")) - score(match.group("b"))
+    p_a = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, diff))))
+    letter = "A" if diff >= 0 else "B"
+    return json.dumps({"selection": f"Item {letter}"}), p_a
+
+
+def _words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD_RE.findall(text)]
+
+
+def _letter_logprobs(content: str, p_a: float) -> dict[str, Any]:
+    """OpenAI-style logprobs for the reply, with the letter token's probability."""
+    letter = "A" if '"Item A"' in content else "B"
+    p = p_a if letter == "A" else 1.0 - p_a
+    logprob = math.log(max(p, 1e-12))
+    tokens = [('{"', 0.0), ("selection", 0.0), ('":', 0.0), (' "', 0.0), ("Item", 0.0),
+              (" " + letter, logprob), ('"}', 0.0)]
+    return {
+        "content": [
+            {"token": t, "logprob": lp, "bytes": None,
+             "top_logprobs": [{"token": t, "logprob": lp, "bytes": None}]}
+            for t, lp in tokens
+        ]
     }
 
 
