@@ -13,6 +13,8 @@ help:
 	@echo "make up|down|status - local Kafka (KRaft) and Cassandra on 127.0.0.1"
 	@echo "make unit    - unit tests only (no servers)"
 	@echo "make lint    - ruff"
+	@echo "make bench   - benchmarks on a private Kafka + Cassandra (bench/results/)"
+	@echo "make helm    - build the helm CLI from the Go module proxy"
 
 # The venv is rebuilt when pyproject.toml changes; pip's cache makes re-installs cheap.
 $(STAMP): pyproject.toml
@@ -49,6 +51,10 @@ schemas: $(STAMP)
 
 sample: $(STAMP)
 	$(PY) -m streamer.sample --users 40 --events-per-user 24 --seed 7 --out streamer/data/sample_clickstream.jsonl
+
+bench: $(STAMP)
+	$(PY) -m pip install --progress-bar off -q -e '.[bench]'
+	$(PY) -m bench.run
 
 up: $(STAMP)
 	$(PY) deploy/local/infra.py up

@@ -156,7 +156,7 @@ def worker_env(suffix: str, model_urls: list[str], web_port: int, **extra: str) 
         "STREAMER_CASSANDRA__KEYSPACE": f"bench_{suffix.replace('-', '_')}",
         "STREAMER_MODEL__BASE_URLS": json.dumps([f"{u}/v1" for u in model_urls]),
         "STREAMER_WEB_PORT": str(web_port),
-        "STREAMER_LOG_LEVEL": "WARNING",
+        "STREAMER_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
         "STREAMER_SHUTDOWN_TIMEOUT_S": "3",
         "STREAMER_WINDOW__MAX_EVENT_AGE_S": str(20 * 365 * 86400),
         "STREAMER_WINDOW__MAX_CLOCK_SKEW_S": str(20 * 365 * 86400),

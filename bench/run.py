@@ -78,7 +78,7 @@ async def run(args: argparse.Namespace) -> dict:
 
         from .pool_fresh import bench_freshness, bench_pool
         from .scale import bench_scale
-        from .stream_store import bench_stream, bench_store
+        from .stream_store import bench_store, bench_stream
 
         await phase("stream", lambda: bench_stream(size["stream_events"], urls[0]))
         await phase("store", lambda: bench_store(size["store_users"], size["store_versions"],

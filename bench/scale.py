@@ -157,8 +157,9 @@ async def bench_scale(sizes: list[int], extra_updates: int) -> dict:
     for n in sizes:
         say(f"scale: {n} tracked users")
         row = await _one_size(n, tmpl, extra_updates)
-        say(f"  {row['steady_us_per_update']:.0f} us/update, tick {row['tick_ms_with_all_users_pending']:.2f} ms "
-            f"(all pending), {row['bytes_per_idle_user']:.0f} B/idle user, "
+        say(f"  {row['steady_us_per_update']:.0f} us/update, "
+            f"tick {row['tick_ms_with_all_users_pending']:.2f} ms (all pending), "
+            f"{row['bytes_per_idle_user']:.0f} B/idle user, "
             f"{row['bytes_per_pending_user_1_event']:.0f} B/pending user")
         rows.append(row)
     largest = rows[-1]

@@ -53,7 +53,7 @@ async def bare_consume(topic: str, n: int, decode: bool) -> dict:
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=None,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
-    count, t_first, t_last, count_first = 0, None, None, 0
+    count, t_first, t_last = 0, None, None
     t_start = time.monotonic()
     try:
         deadline = time.monotonic() + 300
@@ -62,7 +62,6 @@ async def bare_consume(topic: str, n: int, decode: bool) -> dict:
             for msgs in batch.values():
                 if t_first is None and msgs:
                     t_first = time.monotonic()
-                    count_first = len(msgs)
                 for m in msgs:
                     if decode:
                         json.loads(m.value)

@@ -116,6 +116,8 @@ class WindowScheduler(Generic[H]):
         if self.degraded:  # probe with one window instead of hammering a failing dependency
             due = due[:1] if not self._tasks else []
         for user_id in due:
+            if self._slots.locked():  # saturated: the next tick (or a finishing update) goes on
+                break
             if await self._launch(user_id, now):
                 started += 1
         return started

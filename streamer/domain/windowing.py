@@ -103,6 +103,10 @@ class WindowBook(Generic[H]):
         self._n_pending += 1
         return True
 
+    def has_user(self, user_id: str) -> bool:
+        """True while the user has pending or in-flight events."""
+        return user_id in self._pending or user_id in self._in_flight
+
     def is_due(self, user_id: str, now: float) -> bool:
         """True when the user's window is closed and no update for the user is in flight."""
         pending = self._pending.get(user_id)

@@ -162,6 +162,9 @@ class UpdateFlow:
         if finished.completed:
             for handle in (*finished.window.handles, *finished.duplicate_handles):
                 handle.ack()
+        user_id = finished.window.user_id
+        if not self.book.has_user(user_id):  # keep per-user state only while it has events
+            self._user_tp.pop(user_id, None)
 
 
 def window_trace(window: Any) -> WindowTrace:
