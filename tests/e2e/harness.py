@@ -279,8 +279,17 @@ class PrivateInfra:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
 
+    durable_schema: bool = True
+
     def env(self) -> dict[str, str]:
-        return {"PREFSTREAM_RUN_DIR": str(self.run_dir), **{k: str(v) for k, v in self.ports.items()}}
+        env = {"PREFSTREAM_RUN_DIR": str(self.run_dir), **{k: str(v) for k, v in self.ports.items()}}
+        if self.durable_schema:
+            # infra.py starts Cassandra with -Dcassandra.unsafesystem=true (fast schema changes,
+            # but the system keyspaces skip the commit log): a SIGKILL would then forget every
+            # keyspace created since the last flush.  A crash test needs production durability.
+            opts = os.environ.get("PREFSTREAM_CASSANDRA_JVM_OPTS", "")
+            env["PREFSTREAM_CASSANDRA_JVM_OPTS"] = f"{opts} -Dcassandra.unsafesystem=false".strip()
+        return env
 
     def run(self, command: str, *names: str, timeout_s: float = 300.0,
             extra: Iterable[str] = ()) -> subprocess.CompletedProcess:
@@ -323,13 +332,14 @@ class PrivateInfra:
             return f"<no log at {path}>"
 
 
-def log_tails(procs: Iterable[Proc], n: int = 40) -> str:
-    """Log tails of several processes (dead ones included), for failure messages."""
+def log_tails(procs: Iterable[Proc], n: int = 40, width: int = 400) -> str:
+    """Log tails of several processes (dead ones included), lines cut to ``width``."""
     out = []
     for p in procs:
         rc = p.popen.poll()
         state = "running" if rc is None else f"exited {rc}"
-        out.append(f"--- {p.name} ({state}, log {p.log_path})\n{p.log_tail(n)}")
+        tail = "\n".join(ln[:width] for ln in p.log_tail(n).splitlines())
+        out.append(f"--- {p.name} ({state}, log {p.log_path})\n{tail}")
     return "\n".join(out)
 
 
@@ -342,6 +352,10 @@ def grep_log(proc: Proc, *needles: str, limit: int = 20) -> list[str]:
     low = [s.lower() for s in needles]
     hits = [ln for ln in lines if any(s in ln.lower() for s in low)]
     return hits[-limit:]
+
+
+def shorten(lines: Iterable[str], width: int = 300) -> list[str]:
+    return [ln if len(ln) <= width else ln[:width] + " ..." for ln in lines]
 
 
 async def read_topic(bootstrap: str, topic: str, *, idle_s: float = 2.0,
