@@ -9,7 +9,10 @@ invalid records) while the fault happens, then checks the ledger (`tests/e2e/led
 produced events vs stored versions vs change events, and the dead-letter topic (only the invalid
 records, never a valid event).
 
-Scenarios: (a) three SIGKILLs of the worker mid-stream, each followed by a restart; (b) a second
+Scenarios: (a) three SIGKILLs of the worker mid-stream, each followed by a restart, then every
+event replayed once more; (a2) the
+deterministic core of (a): an offset is never committed past an event still pending in its
+window (and a SIGKILL then loses nothing); (b) a second
 worker joining the group mid-stream, then the first one SIGTERMed; (c) Cassandra SIGKILLed for
 10-15 s and restarted (the worker must stay up, dead-letter nothing valid and resume by itself),
 then every event replayed once more; (d) the model answering 503 for ~10 s, then malformed
@@ -270,7 +273,6 @@ class Scenario:
             start_standin, self.log_dir, *STANDIN_ARGS)
         env = {
             "STREAMER_WINDOW__MAX_AGE_S": "1",
-            "STREAMER_KAFKA__FAILURES_TOPIC": f"e2e-{self.suffix}.update-failures.v1",
             # faust's own knobs (faust reads them from the environment): a SIGKILLed member
             # leaves the group after 6 s instead of 60 s, so a restart resumes quickly
             "BROKER_SESSION_TIMEOUT": "6",
@@ -476,6 +478,35 @@ class Scenario:
                       f"e.g. {sorted(never)[0][:120]!r}")
         return report
 
+    async def replay_and_verify(self, stream: Stream, report: LedgerReport) -> None:
+        """Deliver every valid event once more (a producer retry storm / an offset reset) and
+        check the ledger again: nothing may be applied twice.  This is where a version stored
+        without its applied_events rows (a crash between the two writes) shows up."""
+        warnings_before = list(report.warnings)
+        self.result["replay"] = {"records": len(stream.valid),
+                                 "ledger_warnings_before": warnings_before}
+        copies = Counter((c.user_id, c.version) for c in self.changes)
+        latest: dict[str, int] = {}
+        for c in self.changes:
+            latest[c.user_id] = max(latest.get(c.user_id, 0), c.version)
+        await self.feeder.send([(k, v) for k, v, _e in stream.valid])
+        # redelivering a user's latest events republishes that version: the replay has reached
+        # the end of a user once its latest version was announced once more
+        deadline = time.monotonic() + 30
+        done = 0
+        while time.monotonic() < deadline:
+            again = Counter((c.user_id, c.version) for c in self.changes)
+            done = sum(again[(u, v)] > copies[(u, v)] for u, v in latest.items())
+            if done == len(latest):
+                break
+            await self.sleep(0.5)
+        self.result["replay"]["users_reannounced"] = f"{done}/{len(latest)}"
+        try:
+            await self.verify(stream, timeout_s=30)
+        except AssertionError as exc:
+            raise AssertionError(f"after replaying every event once more: {exc}\n"
+                                 f"ledger warnings before the replay: {warnings_before}") from None
+
     def finish(self) -> None:
         self.result["outcome"] = "passed"
 
@@ -544,9 +575,12 @@ async def test_a_repeated_sigkill_and_restart(scenario):
                            idle=idle)
     sc.feeder.rush.set()
     await feed
-    await sc.verify(stream, timeout_s=90)
+    report = await sc.verify(stream, timeout_s=90)
     assert sum(k["mid_stream"] for k in kills) >= N_KILLS - 1, \
         f"the kills did not land while events were flowing: {kills}"
+    # a version whose applied_events rows were lost with a killed worker must not let a later
+    # redelivery apply its events again
+    await sc.replay_and_verify(stream, report)
     sc.finish()
 
 
@@ -707,31 +741,8 @@ async def test_c_cassandra_outage(scenario, private_infra):
     sc.result["store_errors_logged"] = len(grep_log(worker, "StoreUnavailable", "unavailable",
                                                     limit=100000))
 
-    # Replay after recovery: every valid event is delivered once more (a producer retry storm /
-    # an offset reset).  Windows cut by the outage must not be applied again: this is where a
-    # version stored without its applied_events rows would show up as a double apply.
-    warnings_before = list(report.warnings)
-    sc.result["replay"] = {"records": len(stream.valid), "ledger_warnings_before": warnings_before}
-    copies = Counter((c.user_id, c.version) for c in sc.changes)
-    latest = {}
-    for c in sc.changes:
-        latest[c.user_id] = max(latest.get(c.user_id, 0), c.version)
-    await sc.feeder.send([(k, v) for k, v, _e in stream.valid])
-    # the redelivery of a user's latest events republishes that version: the replay has
-    # reached the end of a user once its latest version was announced once more
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        again = Counter((c.user_id, c.version) for c in sc.changes)
-        done = sum(again[(u, v)] > copies[(u, v)] for u, v in latest.items())
-        if done == len(latest):
-            break
-        await sc.sleep(0.5)
-    sc.result["replay"]["users_reannounced"] = f"{done}/{len(latest)}"
-    try:
-        await sc.verify(stream, timeout_s=30)
-    except AssertionError as exc:
-        raise AssertionError(f"after replaying every event once more: {exc}\n"
-                             f"ledger warnings before the replay: {warnings_before}") from None
+    # Replay after recovery: windows cut by the outage must not be applied again.
+    await sc.replay_and_verify(stream, report)
     sc.finish()
 
 
@@ -799,7 +810,7 @@ async def test_d_model_errors_and_malformed_output(scenario):
                  if "The past preference summary" in r.summary or "On second thought" in r.summary]
     if reasoning:
         sc.fail(f"stand-in reasoning text stored as a summary: {reasoning[0].summary[:160]!r}")
-    notices = await read_topic(sc.infra.bootstrap, f"e2e-{sc.suffix}.update-failures.v1",
+    notices = await read_topic(sc.infra.bootstrap, sc.stack.kafka_settings().failures_topic,
                                idle_s=1.0, max_s=10)
     reasons = Counter(r for m in notices
                       for r in SummaryUpdateFailed.model_validate_json(m.value).reasons)
