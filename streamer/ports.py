@@ -61,6 +61,10 @@ class ProfileStore(Protocol):
         """Which of ``event_ids`` a stored version of the user already consumed."""
         ...
 
+    async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int) -> None:
+        """Record in the dedupe index that ``version`` consumed ``event_ids``."""
+        ...
+
     async def history(self, user_id: str) -> Sequence[SummaryRecord]:
         """All versions of a user, oldest first."""
         ...

@@ -134,8 +134,13 @@ class ProfileUpdater:
     ) -> UpdateResult:
         current = await self.store.get_current(user_id)
         ids = [e.event_id for e in events]
-        applied = set(current.event_ids) if current else set()  # covers a crash mid-append
-        applied |= await self.store.applied_event_ids(user_id, ids)
+        indexed = await self.store.applied_event_ids(user_id, ids)
+        in_current = set(ids) & set(current.event_ids) if current else set()
+        if current is not None and in_current - indexed:
+            # a crash between the version claim and its dedupe-index write: repair the index,
+            # or a later duplicate (once a newer version exists) would be applied again
+            await self.store.mark_applied(user_id, sorted(in_current - indexed), current.version)
+        applied = indexed | in_current
         fresh = [e for e in events if e.event_id not in applied]
         if current is not None and not set(ids).isdisjoint(current.event_ids):
             # Redelivered events of the latest version: the worker may have died after storing

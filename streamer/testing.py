@@ -25,6 +25,9 @@ class InMemoryProfileStore:
     async def history(self, user_id: str) -> list[SummaryRecord]:
         return list(self.versions.get(user_id, []))
 
+    async def mark_applied(self, user_id: str, event_ids, version: int) -> None:
+        return None  # the fake derives the index from the stored versions
+
     async def applied_event_ids(self, user_id: str, event_ids) -> set[str]:
         applied = {e for r in self.versions.get(user_id, []) for e in r.event_ids}
         return applied & set(event_ids)

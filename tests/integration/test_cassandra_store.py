@@ -113,3 +113,30 @@ async def test_applied_event_ids_index_answers_dedupe_queries(store):
     assert await store.applied_event_ids(user, ["a", "c", "z"]) == {"a", "c"}
     assert await store.applied_event_ids(user, []) == set()
     assert await store.applied_event_ids("nobody", ["a"]) == set()
+
+
+async def test_dedupe_index_is_repaired_after_a_crash_between_claim_and_index(
+    store, cassandra_settings
+):
+    from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
+    from streamer.testing import ListPublisher, ScriptedSummaryModel
+    from tests.factories import pairwise
+
+    user = "user-crash"
+    ks = cassandra_settings.keyspace
+    # version 1 claimed in the history, but the worker died before indexing its events
+    store._session.execute(
+        f"INSERT INTO {ks}.summary_history (user_id, version, summary, model, window_id, "
+        "event_ids, prompt_tokens, completion_tokens, latency_ms, created_at) "
+        "VALUES (%s, 1, 'one', 'm', 'w1', ['e1'], 0, 0, 0, toTimestamp(now()))",
+        (user,),
+    )
+    updater = ProfileUpdater(store, ScriptedSummaryModel(lambda r: "<think>t</think>\n\nok"),
+                             ListPublisher(), UpdatePolicy(output_backoff_s=0))
+    replay = await updater.apply(user, [pairwise("e1", user)])  # the redelivery
+    assert replay.outcome is Outcome.DUPLICATE
+    assert await store.applied_event_ids(user, ["e1"]) == {"e1"}  # index repaired
+    await updater.apply(user, [pairwise("e2", user)])  # a newer version...
+    late = await updater.apply(user, [pairwise("e1", user)])  # ...then a late duplicate
+    assert late.outcome is Outcome.DUPLICATE
+    assert [h.event_ids for h in await store.history(user)] == [("e1",), ("e2",)]

@@ -32,7 +32,7 @@ from cassandra.cluster import (
     NoHostAvailable,
     Session,
 )
-from cassandra.policies import DCAwareRoundRobinPolicy
+from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
 from cassandra.query import BatchStatement, BatchType, PreparedStatement
 
 from schemas import SummaryRecord, TokenUsage
@@ -70,6 +70,8 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
         port=settings.port,
         auth_provider=auth,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        # reconnect quickly after an outage (the default backs off up to 10 minutes)
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
         protocol_version=5,
         connect_timeout=10,
     )
@@ -277,12 +279,17 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._claim, values)
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
-        if record.event_ids:
-            batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition
-            for event_id in record.event_ids:
-                batch.add(self._mark_applied, (record.user_id, event_id, record.version))
-            await _execute(self._session, batch)
+        await self.mark_applied(record.user_id, record.event_ids, record.version)
         await self._advance_current(record, values)
+
+    async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int) -> None:
+        """Record that ``version`` consumed ``event_ids`` (the dedupe index)."""
+        if not event_ids:
+            return
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition
+        for event_id in event_ids:
+            batch.add(self._mark_applied, (user_id, event_id, version))
+        await _execute(self._session, batch)
 
     async def applied_event_ids(self, user_id: str, event_ids: Sequence[str]) -> set[str]:
         """Which of ``event_ids`` a stored version of the user already consumed (within the

@@ -98,6 +98,12 @@ class SqliteProfileStore:
         ).fetchall()
         return {r[0] for r in rows}
 
+    async def mark_applied(self, user_id: str, event_ids, version: int) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO applied_events (user_id, event_id, version) VALUES (?, ?, ?)",
+            [(user_id, e, version) for e in event_ids],
+        )
+
     async def append(self, record: SummaryRecord) -> None:
         doc = record.model_dump_json()
         try:
