@@ -874,3 +874,35 @@ async def test_e_duplicate_events(scenario):
     sc.result["duplicate_lines_logged"] = len(stats)
     assert report.events_checked == len(stream.valid)
     sc.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# f. the Kafka broker killed mid-stream and restarted: the worker reconnects by itself
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(240)
+async def test_f_broker_restart(scenario, private_infra):
+    sc = scenario
+    await sc.setup()
+    stream = build_stream(SEED + 6, n_users=12, per_user=(8, 12), invalid_rate=0.05)
+    worker = sc.start_worker()
+    half = len(stream.records) // 2
+    await sc.feeder.send(stream.records[:half])
+    await sc.wait_progress(0, timeout_s=60, what=f"{worker.name} to store versions")
+    t_down = time.monotonic()
+    await asyncio.to_thread(private_infra.kill, "kafka")
+    sc.result["outages"] = 1
+    await sc.sleep(sc.rng.uniform(4.0, 8.0))
+    try:
+        await asyncio.to_thread(private_infra.up, "kafka")
+    except Exception as exc:  # noqa: BLE001
+        sc.fail(f"could not restart Kafka: {exc}\n{private_infra.server_log_tail('kafka')}")
+    sc.result["outage"] = {"what": "kafka SIGKILL + restart",
+                           "seconds": round(time.monotonic() - t_down, 1)}
+    sc.check_alive()
+    await sc.feeder.send(stream.records[half:])  # the rest goes to the restarted broker
+    await sc.verify(stream, timeout_s=150)
+    sc.check_alive()
+    assert worker.popen.poll() is None, "the worker did not survive the broker restart"
+    sc.finish()
