@@ -138,3 +138,50 @@ async def test_worker_end_to_end(kafka_bootstrap, cassandra_port, unique, log_di
         cluster, session = connect(settings)
         session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
         cluster.shutdown()
+
+
+async def test_sigterm_finishes_in_flight_updates_within_the_timeout(
+    kafka_bootstrap, cassandra_port, unique, tmp_path
+):
+    """SIGTERM while model calls are in flight: they finish, their versions and change events
+    go out, and the worker exits cleanly well before STREAMER_SHUTDOWN_TIMEOUT_S."""
+    import signal
+    import time
+
+    standin, base = start_standin(tmp_path, "--ttft-ms", "3000")
+    stack = Stack(kafka_bootstrap, cassandra_port, unique, [base],
+                  extra_env={"STREAMER_SHUTDOWN_TIMEOUT_S": "20"})
+    await stack.ensure_topics()
+    worker = stack.start_worker(tmp_path)
+    settings = CassandraSettings(port=cassandra_port, keyspace=stack.keyspace)
+    try:
+        async with TopicReader(kafka_bootstrap, stack.output_topic) as out:
+            for _ in range(120):  # wait until the worker has joined the group and recovered
+                if "Worker ready" in worker.log_path.read_text(errors="replace"):
+                    break
+                await asyncio.sleep(0.25)
+            events = [INTERACTION_ADAPTER.validate_python(r) for r in generate_events(6, 4, seed=1)]
+            await produce(kafka_bootstrap, stack.input_topic,
+                          [(e.user_id.encode(), e.model_dump_json().encode()) for e in events])
+            # windows close at 4 events; each call takes 3 s: stop while they are in flight
+            deadline = time.monotonic() + 30
+            while "HTTP Request: POST" not in worker.log_path.read_text(errors="replace"):
+                assert time.monotonic() < deadline, worker.log_tail()
+                await asyncio.sleep(0.1)
+            started = time.monotonic()
+            worker.popen.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(worker.popen.wait, 40)
+            took = time.monotonic() - started
+            assert code == 0, worker.log_tail()
+            assert took < 20, f"shutdown took {took:.1f}s"
+            for _ in range(20):
+                await out.poll()
+            applied = {eid for c in out.changes() for eid in c.event_ids}
+        assert applied == {e.event_id for e in events}, worker.log_tail()
+        assert "in-flight updates finished" in worker.log_path.read_text(errors="replace")
+    finally:
+        worker.stop()
+        standin.stop()
+        cluster, session = connect(settings)
+        session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
+        cluster.shutdown()
