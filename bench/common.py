@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+
+from tests.e2e.harness import Proc, free_port  # noqa: F401 - re-exported to the bench modules
+from tests.e2e.harness import spawn as _spawn
+from tests.e2e.harness import start_standin as _start_standin
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / "run" / "bench"
@@ -77,66 +78,18 @@ def machine_info() -> dict:
     }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log_path: Path
-
-    def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "<no log>"
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, grace_s: float = 15.0) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
-
-
 def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log_path = LOG_DIR / f"{name}.log"
-    log = open(log_path, "wb")  # noqa: SIM115 - owned by the process
-    popen = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **(env or {})}, cwd=ROOT, start_new_session=True,
-    )
-    return Proc(name, popen, log_path)
+    return _spawn(name, args, env or {}, LOG_DIR)
 
 
 def start_standin(name: str, *, ttft_ms: float, per_token_ms: float, max_concurrency: int,
                   max_queue: int, seed: int) -> tuple[Proc, str]:
-    port = free_port()
-    proc = spawn(name, [sys.executable, "-m", "streamer", "standin", "--port", str(port),
-                        "--ttft-ms", str(ttft_ms), "--per-token-ms", str(per_token_ms),
-                        "--max-concurrency", str(max_concurrency), "--max-queue", str(max_queue),
-                        "--seed", str(seed), "--log-level", "WARNING"])
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if not proc.alive():
-            break
-    raise RuntimeError(f"stand-in did not start:\n{proc.log_tail()}")
+    """A stand-in model server subprocess (``name`` is informational; logs go to LOG_DIR)."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    return _start_standin(LOG_DIR, "--ttft-ms", str(ttft_ms), "--per-token-ms", str(per_token_ms),
+                          "--max-concurrency", str(max_concurrency), "--max-queue", str(max_queue),
+                          "--seed", str(seed), "--log-level", "WARNING")
 
 
 def standin_stats(base: str) -> dict:

@@ -39,6 +39,9 @@ class Proc:
         except OSError:
             return "<no log>"
 
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
     def stop(self, grace_s: float = 20.0) -> int | None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
