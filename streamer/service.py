@@ -142,7 +142,7 @@ class ProfileUpdater:
             await self.store.mark_applied(user_id, sorted(in_current - indexed), current.version)
         applied = indexed | in_current
         fresh = [e for e in events if e.event_id not in applied]
-        if current is not None and not set(ids).isdisjoint(current.event_ids):
+        if current is not None and in_current:
             # Redelivered events of the latest version: the worker may have died after storing
             # it and before its change event was acknowledged, so publish it again (same
             # deterministic event id: consumers drop the copy).
