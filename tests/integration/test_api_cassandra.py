@@ -17,33 +17,16 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from schemas import SummaryChanged, SummaryRecord, TokenUsage
 from streamer.adapters.cassandra import store as cassandra_store
-from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.adapters.kafka.publish import KafkaChangePublisher
 from streamer.api import ROLLBACK_MODEL, create_api, store_probe
 from streamer.domain.windowing import window_id
 from streamer.service import change_event
-from streamer.settings import CassandraSettings
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TOPIC = "profiles.summaries.v1"
-
-
-@pytest.fixture(scope="module")
-def cassandra_settings(cassandra_port):
-    settings = CassandraSettings(port=cassandra_port, keyspace=f"api_{uuid.uuid4().hex[:8]}")
-    yield settings
-    cluster, session = connect(settings)
-    session.execute(f"DROP KEYSPACE IF EXISTS {settings.keyspace}")
-    cluster.shutdown()
-
-
-@pytest.fixture
-async def store(cassandra_settings):
-    s = await asyncio.to_thread(CassandraProfileStore.from_settings, cassandra_settings)
-    yield s
-    await s.aclose()
 
 
 @pytest.fixture

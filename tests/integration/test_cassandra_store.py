@@ -6,27 +6,9 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas import SummaryRecord, TokenUsage
-from streamer.adapters.cassandra.store import CassandraProfileStore, connect, migrate
+from streamer.adapters.cassandra.store import connect, migrate
 from streamer.errors import StoreUnavailableError, VersionConflictError
 from streamer.settings import CassandraSettings
-
-
-@pytest.fixture(scope="module")
-def cassandra_settings(cassandra_port):
-    import uuid
-
-    settings = CassandraSettings(port=cassandra_port, keyspace=f"it_{uuid.uuid4().hex[:8]}")
-    yield settings
-    cluster, session = connect(settings)
-    session.execute(f"DROP KEYSPACE IF EXISTS {settings.keyspace}")
-    cluster.shutdown()
-
-
-@pytest.fixture
-async def store(cassandra_settings):
-    s = await asyncio.to_thread(CassandraProfileStore.from_settings, cassandra_settings)
-    yield s
-    await s.aclose()
 
 
 def record(user, version, summary="s", events=("e",)):
