@@ -14,6 +14,18 @@ pytestmark = pytest.mark.unit
 FAST = UpdatePolicy(output_backoff_s=0)
 
 
+class GatedModel(ScriptedSummaryModel):
+    """Answers only once ``gate`` is set: keeps updates in flight on demand."""
+
+    def __init__(self, gate: asyncio.Event):
+        super().__init__(lambda r: "<think>t</think>\n\nok")
+        self.gate = gate
+
+    async def generate(self, request):
+        await self.gate.wait()
+        return await super().generate(request)
+
+
 def updater(script, store=None, publisher=None):
     return ProfileUpdater(
         store or InMemoryProfileStore(),
@@ -127,13 +139,7 @@ async def test_scheduler_keeps_events_of_a_failed_update_and_retries_them():
 async def test_drain_waits_for_in_flight_and_hands_back_pending():
     gate = asyncio.Event()
 
-    class Slow(ScriptedSummaryModel):
-        async def generate(self, request):
-            await gate.wait()
-            return await super().generate(request)
-
-    u = ProfileUpdater(InMemoryProfileStore(), Slow(lambda r: "<think>t</think>\n\nok"),
-                       ListPublisher(), FAST)
+    u = ProfileUpdater(InMemoryProfileStore(), GatedModel(gate), ListPublisher(), FAST)
     book = WindowBook(max_events=1, max_age_s=100)
     s = WindowScheduler(book, u, max_concurrency=2, clock=lambda: 0.0)
     await s.offer(pairwise("a", "u1"), None)
@@ -150,13 +156,7 @@ async def test_drain_waits_for_in_flight_and_hands_back_pending():
 async def test_scheduler_backpressure_blocks_offer_when_slots_are_full():
     gate = asyncio.Event()
 
-    class Slow(ScriptedSummaryModel):
-        async def generate(self, request):
-            await gate.wait()
-            return await super().generate(request)
-
-    u = ProfileUpdater(InMemoryProfileStore(), Slow(lambda r: "<think>t</think>\n\nok"),
-                       ListPublisher(), FAST)
+    u = ProfileUpdater(InMemoryProfileStore(), GatedModel(gate), ListPublisher(), FAST)
     s = WindowScheduler(WindowBook(max_events=1, max_age_s=100), u, max_concurrency=1,
                         clock=lambda: 0.0)
     await s.offer(pairwise("a", "u1"), None)
