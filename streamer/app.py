@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import faust
+from faust.transport.drivers.aiokafka import Producer as _FaustProducer
 
-from .adapters.kafka.consumer import ContiguousAckConsumer
+from .adapters.kafka.consumer import BufferedPositionConsumer
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
+from .domain.retry import RetryPolicy
 from .flows.update_profiles import UpdateFlow
-from .ports import ProfileStore, SummaryModel
+from .ports import PendingBuffer, ProfileStore, SummaryModel
+from .scheduler import Scheduler
 from .service import ProfileUpdater, PromptCounter, UpdatePolicy
 from .settings import Settings
 from .telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, setup_telemetry
@@ -29,6 +33,68 @@ def build_store(settings: Settings) -> ProfileStore:
     from .adapters.cassandra.store import CassandraProfileStore
 
     return CassandraProfileStore.from_settings(settings.cassandra)
+
+
+def build_buffer(settings: Settings, store: ProfileStore) -> PendingBuffer:
+    """The durable pending buffer: beside the summaries in Cassandra (sharing the store's
+    session), in memory for the SQLite demo store."""
+    if settings.store == "sqlite":
+        from .adapters.memory.pending import MemoryPendingBuffer
+
+        return MemoryPendingBuffer()
+    from .adapters.cassandra.pending import CassandraPendingBuffer
+
+    return CassandraPendingBuffer.from_store(store)
+
+
+def window_rules(settings: Settings) -> WindowRules:
+    w = settings.window
+    return WindowRules(max_events=w.max_events, max_age_s=w.max_age_s, max_tokens=w.max_tokens,
+                       min_interval_s=w.min_interval_s)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    w = settings.window
+    return RetryPolicy(base_s=w.retry_backoff_s, max_s=w.retry_backoff_max_s,
+                       park_after=w.park_after_attempts)
+
+
+def prompt_tokens(settings: Settings) -> int:
+    """Token budget of one update's interactions: the context less the output allowance and
+    room for the previous summary (its character cap / 2 tokens) and the template."""
+    m = settings.model
+    return max(256, m.context_tokens - m.max_tokens - m.max_summary_chars // 2 - 512)
+
+
+def build_flow(settings: Settings, updater: ProfileUpdater, buffer: PendingBuffer,
+               dead_letters: object, *, clock: object = None, require_key: bool = True,
+               telemetry: Telemetry | None = None) -> UpdateFlow:
+    """Index, scheduler and intake of one worker (also used by replay, with event time)."""
+    import time
+
+    clock = clock or time.time
+    index = PendingIndex(window_rules(settings))
+    scheduler = Scheduler(
+        index, buffer, updater, updater.publisher,
+        decode=lambda e: flow.decode(e),
+        max_concurrency=settings.model.max_concurrency,
+        clock=clock,  # type: ignore[arg-type]
+        retry=retry_policy(settings),
+        prompt_tokens=prompt_tokens(settings),
+        max_events_per_update=settings.window.max_events_per_update,
+        telemetry=telemetry,
+    )
+    flow = UpdateFlow(
+        index, buffer, scheduler, dead_letters,  # type: ignore[arg-type]
+        max_message_bytes=settings.kafka.max_message_bytes,
+        require_key=require_key,
+        max_event_age_s=settings.window.max_event_age_s,
+        max_clock_skew_s=settings.window.max_clock_skew_s,
+        dedupe_horizon_s=settings.cassandra.dedupe_ttl_s,
+        clock=clock,  # type: ignore[arg-type]
+        telemetry=telemetry,
+    )
+    return flow
 
 
 def build_model(settings: Settings) -> SummaryModel:
@@ -72,6 +138,14 @@ def build_token_counter(model: SummaryModel) -> PromptCounter | None:
     return count
 
 
+class IdempotentProducer(_FaustProducer):
+    """faust's aiokafka producer with ``enable_idempotence``: a retried send never duplicates
+    or reorders a record within a partition (each user's versions stay in order)."""
+
+    def _settings_extra(self) -> Mapping[str, object]:
+        return {**super()._settings_extra(), "enable_idempotence": True}
+
+
 @dataclass
 class StreamerApp:
     app: faust.App
@@ -101,16 +175,21 @@ def create_app(
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=kafka.group_instance_id,
+        broker_session_timeout=kafka.session_timeout_s,
+        broker_heartbeat_interval=kafka.heartbeat_interval_s,
+        broker_request_timeout=max(90.0, kafka.session_timeout_s + 5),
         stream_wait_empty=False,
         producer_acks=-1,
-        broker_commit_every=100,
-        broker_commit_interval=1.0,
+        broker_commit_every=2**31 - 1,  # commit on the interval only
+        broker_commit_interval=kafka.commit_interval_s,
         logging_config=None,
     )
-    # commit only contiguous acknowledged offsets (see adapters/kafka/consumer.py)
-    app.transport.Consumer = ContiguousAckConsumer
+    app.transport.Consumer = BufferedPositionConsumer
+    app.transport.Producer = IdempotentProducer
     store = store or build_store(settings)
     model = model or build_model(settings)
+    buffer = build_buffer(settings, store)
 
     async def send(topic: str, key: bytes | None, value: bytes | None, headers: Sequence) -> None:
         await app.producer.send_and_wait(topic, key, value, None, None, list(headers))
@@ -123,17 +202,9 @@ def create_app(
         token_counter=build_token_counter(model),
         telemetry=telemetry,
     )
-    flow = UpdateFlow(
-        updater,
+    flow = build_flow(
+        settings, updater, buffer,
         DeadLetterPublisher(send, kafka.dead_letter_topic, consumer_group=kafka.consumer_group),
-        max_events=settings.window.max_events,
-        max_age_s=settings.window.max_age_s,
-        max_concurrency=settings.model.max_concurrency,
-        max_message_bytes=kafka.max_message_bytes,
-        max_pending_events=settings.window.max_pending_events,
-        retry_backoff_s=settings.window.retry_backoff_s,
-        max_event_age_s=settings.window.max_event_age_s,
-        max_clock_skew_s=settings.window.max_clock_skew_s,
         telemetry=telemetry,
     )
     topic = app.topic(
@@ -145,15 +216,28 @@ def create_app(
 
     @app.agent(topic, name="update-profiles")
     async def update_profiles(stream: faust.StreamT) -> None:
-        async for event in stream.noack().events():
-            await flow.handle(event)
+        async for events in stream.take_events(kafka.intake_batch, within=kafka.intake_linger_s):
+            await flow.intake([e.message for e in events])
 
-    tick_s = max(0.1, min(1.0, settings.window.max_age_s / 4 or 0.1))
-    app.timer(tick_s, name="close-aged-windows")(flow.tick)
+    tick_s = max(0.05, min(0.5, settings.window.max_age_s / 10 or 0.05))
+    app.timer(tick_s, name="start-due-windows")(flow.tick)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
-        flow.on_revoked(set(revoked))
+        parts = [tp.partition for tp in revoked if tp.topic == kafka.input_topic]
+        await flow.on_revoked(parts)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: object, assigned: set, **kwargs: object) -> None:
+        parts = [tp.partition for tp in assigned if tp.topic == kafka.input_topic]
+        consumer = app.consumer
+        if isinstance(consumer, BufferedPositionConsumer):
+            consumer.positions = flow.positions
+        await flow.on_assigned(parts)
+        # a partition given up: faust's own lists for it
+        for key in [k for k in flow.positions if k[0] == kafka.input_topic
+                    and k[1] not in set(parts) and not flow.owns(k[1])]:
+            flow.positions.pop(key, None)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: object, **kwargs: object) -> None:
@@ -180,13 +264,15 @@ def create_app(
         return web.json(  # type: ignore[attr-defined]
             {
                 "consumed": s.consumed,
+                "buffered": s.buffered,
                 "dead_lettered": s.dead_lettered,
-                "duplicates": s.duplicates,
                 "outcomes": s.outcomes,
                 "failures": s.failures,
-                "pending_users": len(flow.book),
-                "pending_events": flow.book.pending_events(),
-                "in_flight": flow.book.in_flight,
+                "parked": s.parked,
+                "pending_users": len(flow.index),
+                "pending_events": flow.index.pending_events(),
+                "in_flight": flow.scheduler.busy,
+                "owned_partitions": sorted(flow.owned or ()),
             }
         )
 

@@ -52,3 +52,25 @@ class StoreUnavailableError(TransientError):
 
 class ModelUnavailableError(TransientError):
     """The model pool timed out, is overloaded (429) or failing (5xx)."""
+
+
+class OutputRejectedError(StreamerError):
+    """The model never gave a usable summary for a window (after its in-call attempts).
+
+    Not retriable by itself: the window is retried a bounded number of times, then parked."""
+
+    def __init__(self, reasons: tuple[str, ...], attempts: int, model: str | None = None) -> None:
+        super().__init__(f"model output rejected ({', '.join(reasons) or 'no reason'}) "
+                         f"after {attempts} attempt(s)")
+        self.reasons = reasons
+        self.attempts = attempts
+        self.model = model
+
+
+class FencedError(StreamerError):
+    """This worker no longer owns the user's partition: it must not store or publish."""
+
+
+class StoreRegressedError(TransientError):
+    """The store's latest version for a user is below one this worker already published
+    (acknowledged writes were lost); writing now would reuse a published version number."""

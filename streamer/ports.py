@@ -78,3 +78,77 @@ class ChangePublisher(Protocol):
     async def publish(self, event: SummaryChanged) -> None: ...
 
     async def publish_failure(self, event: SummaryUpdateFailed) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """One valid input record in the durable pending buffer, as it arrived.
+
+    ``value`` is the record's original bytes (decoded again when its window closes), ``digest``
+    a hash of them: the buffer key is (user_id, event_id, digest), so a redelivery is an
+    idempotent overwrite and a reused event id with other content is visible as a second row."""
+
+    user_id: str
+    event_id: str
+    digest: str
+    partition: int
+    offset: int
+    value: bytes
+    buffered_at: float
+    tokens: int = 0
+    traceparent: str = ""  # W3C trace context of the input record, linked from the update span
+    kafka_ts: float = 0.0  # the input record's Kafka timestamp (seconds), for freshness
+
+
+@dataclass(frozen=True, slots=True)
+class PendingUser:
+    """A user with pending events, as recorded for a future owner of its partition."""
+
+    user_id: str
+    partition: int
+    first_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedWindow:
+    """A window that could not be applied after bounded attempts, kept for an operator."""
+
+    user_id: str
+    window_id: str
+    partition: int
+    error_type: str
+    reason: str
+    attempts: int
+    parked_at: float
+    entries: tuple[PendingEntry, ...]
+
+
+class PendingBuffer(Protocol):
+    """Durable per-user pending windows (written before the input offset is committed)."""
+
+    async def add(self, entries: Sequence[PendingEntry], new_users: Sequence[PendingUser],
+                  *, stamp_us: int) -> None:
+        """Upsert ``entries`` (idempotent) and record ``new_users`` in the partition index."""
+        ...
+
+    async def read(self, user_id: str, limit: int) -> list[PendingEntry]:
+        """Up to ``limit`` pending entries of a user, oldest input offset first."""
+        ...
+
+    async def remove(self, user_id: str, entries: Sequence[PendingEntry], *,
+                     user_done: PendingUser | None, stamp_us: int) -> None:
+        """Delete applied entries; with ``user_done`` also the user's partition-index row.
+        ``stamp_us`` orders index writes (a later add wins over an earlier removal)."""
+        ...
+
+    async def users(self, partitions: Sequence[int]) -> list[PendingUser]:
+        """Users with pending events in ``partitions`` (a new owner rebuilds its index)."""
+        ...
+
+    async def park(self, window: ParkedWindow) -> None: ...
+
+    async def parked(self, user_id: str | None = None, limit: int = 100) -> list[ParkedWindow]: ...
+
+    async def unpark(self, user_id: str, window_id: str) -> None: ...
+
+    async def aclose(self) -> None: ...

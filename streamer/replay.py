@@ -1,7 +1,7 @@
 """The embedded default: replay a clickstream file through the real domain code.
 
-No Kafka, no Cassandra, no GPU: events are decoded by the same codec, windowed by the same
-:class:`WindowBook` (on event time, so runs are reproducible), turned into the same AlignXplore+
+No Kafka, no Cassandra, no GPU: events go through the worker's own intake and scheduler (on
+event time, so runs are reproducible, with an in-memory pending buffer), turned into the same AlignXplore+
 prompts and versioned by the same update service into an embedded SQLite store.  The summary
 engine is the CPU baseline (clearly labelled) or any OpenAI-compatible server.
 """
@@ -9,24 +9,28 @@ engine is the CPU baseline (clearly labelled) or any OpenAI-compatible server.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import textwrap
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from schemas import SummaryChanged, SummaryUpdateFailed
 
-from .adapters.kafka.codec import decode_interaction
+from .adapters.memory.pending import MemoryPendingBuffer
 from .adapters.sqlite.store import SqliteProfileStore
-from .domain.windowing import WindowBook
+from .domain.pending import PendingIndex, WindowRules
+from .domain.retry import RetryPolicy
 from .errors import InvalidEventError
+from .flows.update_profiles import UpdateFlow
 from .ports import ChangePublisher, ProfileStore, SummaryModel
-from .scheduler import Finished, WindowScheduler
+from .scheduler import Finished, Scheduler
 from .service import ProfileUpdater, PromptCounter, UpdatePolicy
 from .testing import ListPublisher
 
@@ -45,6 +49,37 @@ class ReplayReport:
     users: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Line:
+    """One file line as an input record (the flow's intake takes Kafka-like records)."""
+
+    value: bytes
+    offset: int
+    key: bytes | None = None
+    topic: str = "replay"
+    partition: int = 0
+    timestamp: float | None = None
+    headers: Any = None
+
+
+class _CountInvalid:
+    """Dead letters of a replay: counted by reason (there is no dead-letter topic)."""
+
+    def __init__(self, report: ReplayReport) -> None:
+        self.report = report
+
+    async def publish(self, error: InvalidEventError, **_: Any) -> None:
+        self.report.invalid[error.code] += 1
+
+
+def _event_time(raw: bytes) -> float | None:
+    try:
+        stamp = json.loads(raw).get("occurred_at")
+        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+    except Exception:  # noqa: BLE001 - an invalid line is counted by the intake
+        return None
+
+
 async def replay(
     lines: list[bytes],
     *,
@@ -61,39 +96,52 @@ async def replay(
     """Replay raw JSONL records in order (windows on event time); returns what happened.
 
     Used by the embedded demo (SQLite, baseline) and by ``streamer backfill`` (the configured
-    store and model): versions are written exactly as the stream worker writes them.
+    store and model): records walk the worker's own path (intake -> pending buffer -> due
+    windows -> update service), with an in-memory buffer and event time as the clock.
     """
     report = ReplayReport()
     collected = ListPublisher()
     updater = ProfileUpdater(store, model, _Tee(collected, publisher), policy,
                              token_counter=token_counter)
     clock_now = [0.0]
-    book: WindowBook[None] = WindowBook(max_events=window_events, max_age_s=window_age_s)
 
-    def finished(f: Finished[None]) -> None:
-        if f.result is not None:
-            report.outcomes[f.result.outcome.value] += 1
-        else:
-            report.outcomes["failed"] += 1
+    def clock() -> float:
+        return clock_now[0]
 
-    scheduler: WindowScheduler[None] = WindowScheduler(
-        book, updater, max_concurrency=concurrency, clock=lambda: clock_now[0],
-        on_finished=finished,
-    )
+    def finished(f: Finished) -> None:
+        for r in f.results:
+            report.outcomes[r.outcome.value] += 1
+        if f.error is not None:
+            report.outcomes["parked" if f.decision == "parked" else "failed"] += 1
+
+    index = PendingIndex(WindowRules(max_events=window_events, max_age_s=window_age_s))
+    buffer = MemoryPendingBuffer()
+    scheduler = Scheduler(index, buffer, updater, updater.publisher, decode=lambda e: flow.decode(e),
+                          max_concurrency=concurrency, clock=clock,
+                          retry=RetryPolicy(base_s=0.0, max_s=0.0, park_after=3),
+                          max_events_per_update=max(window_events, 1))
+    flow = UpdateFlow(index, buffer, scheduler, _CountInvalid(report), max_message_bytes=1 << 20,
+                      require_key=False, clock=clock)
+    scheduler.on_finished = finished
     users: set[str] = set()
+    seen: set[bytes] = set()
     bar = tqdm(lines, desc="replaying", unit="ev", disable=not progress, file=sys.stderr)
-    for raw in bar:
+    for i, raw in enumerate(bar):
         report.events += 1
-        try:
-            event = decode_interaction(None, raw)
-        except InvalidEventError as exc:
-            report.invalid[exc.code] += 1
-            continue
-        users.add(event.user_id)
-        clock_now[0] = max(clock_now[0], event.occurred_at.timestamp())
+        at = _event_time(raw)
+        if at is not None:
+            clock_now[0] = max(clock_now[0], at)
         await scheduler.tick()
-        if not await scheduler.offer(event, None):
-            report.duplicates += 1
+        before = flow.stats.buffered
+        await flow.intake([_Line(raw, i)])
+        if flow.stats.buffered > before:
+            doc = json.loads(raw)
+            users.add(doc["user_id"])
+            key = f"{doc['user_id']}\x00{doc['event_id']}".encode()
+            if key in seen:
+                report.duplicates += 1
+            seen.add(key)
+        await asyncio.sleep(0)  # let started updates run
         bar.set_postfix(versions=len(collected.events), refresh=False)
     await scheduler.flush()
     bar.close()

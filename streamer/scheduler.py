@@ -1,73 +1,119 @@
-"""Drives windows through the update service with bounded concurrency and backpressure.
+"""Starts due windows against the model budget, and settles each one: applied, retried, parked.
 
-Shared by the Kafka worker and the replay command.  ``offer`` blocks while all update slots are
-busy and a new window is due, so the caller (the stream) stops pulling events instead of
-buffering without bound; events of a user whose update is in flight wait in that user's next
-window.  A failed update gives its events back (with a backoff) so nothing is lost.
+The data walks one way: intake writes events to the durable buffer and notes them in the
+:class:`~streamer.domain.pending.PendingIndex`; :meth:`Scheduler.tick` picks due windows
+(longest-waiting first) while update slots are free; an update reads the user's pending events
+from the buffer, applies them as one or more consecutive versions (a chain, when they do not fit
+one prompt), deletes them from the buffer and tells the index.  Nothing calls back into intake.
+
+Under overload windows grow instead of calls queueing: a due user waits in the index, its later
+events join the same window, and the next update carries them all (up to the prompt budget).
+
+A failed update goes through the one failure policy (:mod:`streamer.domain.retry`): retriable
+errors back off and retry without limit (and report the worker degraded); anything else backs
+off and retries at most ``park_after`` times, then the window is parked with its reason, one
+failure notice with a deterministic id is published, and the user's later events go on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
-from schemas import Interaction
+from schemas import Interaction, SummaryUpdateFailed
 
-from .domain.windowing import Window, WindowBook
-from .errors import StreamerError, TransientError, VersionConflictError
+from .domain.pending import PendingIndex
+from .domain.retry import Abandon, Park, Retry, RetryPolicy
+from .domain.windowing import window_id
+from .errors import FencedError, OutputRejectedError, StreamerError
+from .ports import ChangePublisher, ParkedWindow, PendingBuffer, PendingEntry, PendingUser
 from .service import Outcome, ProfileUpdater, UpdateResult
+from .telemetry import Telemetry, WindowTrace, extract_span_context
 
 log = logging.getLogger(__name__)
 
-H = TypeVar("H")
+Decode = Callable[[PendingEntry], Interaction]
+Conflict = Callable[[PendingEntry, str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class Finished(Generic[H]):
-    """A window whose update ended: ``result`` on success, ``error`` when it will be retried."""
+class Finished:
+    """One settled update: the versions it stored, or the error and what was decided."""
 
-    window: Window[H]
-    result: UpdateResult | None
-    error: BaseException | None
-    duplicate_handles: tuple[H, ...] = ()
-
-    @property
-    def completed(self) -> bool:
-        """True when the window's events are done with (acknowledge them); False when they
-        went back to the user's pending window for a retry."""
-        return self.result is not None and self.result.outcome is not Outcome.REJECTED_OUTPUT
+    user_id: str
+    results: tuple[UpdateResult, ...]
+    error: BaseException | None = None
+    decision: str = "applied"  # applied | retry | parked | abandoned
+    events: int = 0
 
 
-class WindowScheduler(Generic[H]):
+def digest(value: bytes) -> str:
+    return hashlib.blake2b(value, digest_size=12).hexdigest()
+
+
+class StampClock:
+    """Strictly increasing microsecond stamps for ordered partition-index writes."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self) -> int:
+        now = time.time_ns() // 1000
+        self._last = max(self._last + 1, now)
+        return self._last
+
+
+class Scheduler:
     def __init__(
         self,
-        book: WindowBook[H],
+        index: PendingIndex,
+        buffer: PendingBuffer,
         updater: ProfileUpdater,
+        notices: ChangePublisher,
         *,
+        decode: Decode,
         max_concurrency: int,
-        clock: Callable[[], float],
-        on_finished: Callable[[Finished[H]], None] = lambda f: None,
-        retry_backoff_s: float = 2.0,
-        max_pending_events: int = 100_000,
-        window_trace: Callable[[Window[H]], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+        retry: RetryPolicy | None = None,
+        prompt_tokens: int = 8192,
+        max_events_per_update: int = 64,
+        max_read_events: int = 512,
+        owns: Callable[[int], bool] = lambda partition: True,
+        on_conflict: Conflict | None = None,
+        on_finished: Callable[[Finished], None] = lambda f: None,
+        stamps: StampClock | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
-        self.window_trace = window_trace  # transport trace info passed to ``updater.apply``
-        self.book = book
-        self.max_pending_events = max_pending_events
-        self._healthy = asyncio.Event()
-        self._healthy.set()
-        self.degraded_reason: str | None = None
-        self.closing = False
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        self.index = index
+        self.buffer = buffer
         self.updater = updater
-        self.clock = clock
-        self.on_finished = on_finished
-        self.retry_backoff_s = retry_backoff_s
-        self._slots = asyncio.Semaphore(max_concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.notices = notices
+        self.decode = decode
         self.max_concurrency = max_concurrency
+        self.clock = clock
+        self.retry = retry or RetryPolicy()
+        self.prompt_tokens = prompt_tokens
+        self.max_events_per_update = max_events_per_update
+        self.max_read_events = max_read_events
+        self.owns = owns
+        self.on_conflict = on_conflict
+        self.on_finished = on_finished
+        self.stamps = stamps or StampClock()
+        self.telemetry = telemetry or Telemetry.noop()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.closing = False
+        self.degraded_reason: str | None = None
+        self.parked_users: set[str] = set()
+
+    # -- state ---------------------------------------------------------------------------------
 
     @property
     def busy(self) -> int:
@@ -75,141 +121,243 @@ class WindowScheduler(Generic[H]):
 
     @property
     def saturated(self) -> bool:
-        return self._slots.locked()
+        return len(self._tasks) >= self.max_concurrency
 
     @property
     def degraded(self) -> bool:
-        """True while a dependency (store, model pool, broker) is failing updates."""
-        return not self._healthy.is_set()
+        return self.degraded_reason is not None
 
-    async def _admit(self) -> None:
-        """Backpressure on intake: wait while a dependency is down or too much is pending.
-
-        The stream stops pulling events (the broker keeps them) instead of buffering without
-        bound; windows already pending are retried by ``tick`` and the first success reopens
-        intake.
-        """
-        while self.degraded or self.book.pending_events() >= self.max_pending_events:
-            if self.degraded:
-                await self._healthy.wait()
-            else:
-                await asyncio.sleep(0.05)
-
-    async def offer(self, event: Interaction, handle: H, now: float | None = None) -> bool:
-        """Add an event to its user's window and start the update if the window closed.
-
-        Blocks while intake is closed (see :meth:`_admit`).  Returns False for a duplicate of an
-        event already pending or in flight.
-        """
-        await self._admit()
-        now = self.clock() if now is None else now
-        added = self.book.add(event, handle, now)
-        if added and self.book.is_due(event.user_id, now):
-            await self._launch(event.user_id, now)
-        return added
+    # -- starting ------------------------------------------------------------------------------
 
     async def tick(self, now: float | None = None) -> int:
-        """Start updates for every window closed by age; returns how many started."""
+        """Start due windows while update slots are free; returns how many started.
+
+        While degraded (a dependency failing), one window at a time probes it."""
+        if self.closing:
+            return 0
         now = self.clock() if now is None else now
+        free = self.max_concurrency - len(self._tasks)
+        if self.degraded:
+            free = min(free, 0 if self._tasks else 1)
+        if free <= 0:
+            return 0
         started = 0
-        due = self.book.due(now)
-        if self.degraded:  # probe with one window instead of hammering a failing dependency
-            due = due[:1] if not self._tasks else []
-        for user_id in due:
-            if self._slots.locked():  # saturated: the next tick (or a finishing update) goes on
-                break
-            if await self._launch(user_id, now):
-                started += 1
+        for user_id in self.index.pop_due(now, free):
+            if user_id in self._tasks:  # cannot happen (in flight is never due); be safe
+                self.index.requeue(user_id)
+                continue
+            self.index.take(user_id)
+            task = asyncio.create_task(self._run(user_id), name=f"update-{user_id[:16]}")
+            self._tasks[user_id] = task
+            task.add_done_callback(lambda _t, u=user_id: self._tasks.pop(u, None))
+            started += 1
         return started
 
-    async def _launch(self, user_id: str, now: float) -> bool:
-        if self.closing:
-            return False
-        await self._slots.acquire()  # backpressure: wait for a free update slot
-        if not self.book.is_due(user_id, now):  # state may have moved while we waited
-            self._slots.release()
-            return False
-        window = self.book.take(user_id)
-        task = asyncio.create_task(self._run(window), name=f"update-{window.window_id[:8]}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
+    # -- one update ----------------------------------------------------------------------------
 
-    async def _run(self, window: Window[H]) -> None:
+    def _guard(self, partition: int) -> Callable[[], None]:
+        def check() -> None:
+            if not self.owns(partition):
+                raise FencedError(f"partition {partition} is no longer owned by this worker")
+        return check
+
+    async def _run(self, user_id: str) -> None:
+        w = self.index.get(user_id)
+        assert w is not None
+        partition = w.partition
+        applied: list[PendingEntry] = []
+        results: list[UpdateResult] = []
+        entries: list[PendingEntry] = []
+        more = False
         try:
-            if self.window_trace is not None:
-                result = await self.updater.apply(window.user_id, window.events,
-                                                  trace=self.window_trace(window))
-            else:
-                result = await self.updater.apply(window.user_id, window.events)
-        except (TransientError, VersionConflictError, OSError) as exc:
-            log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
-            self._degrade(f"{type(exc).__name__}: {exc}")
-            self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
-            self.on_finished(Finished(window, None, exc))
-        except StreamerError as exc:  # permanent for this attempt (e.g. a refused request)
-            log.warning("update failed (%s: %s); events kept for retry", type(exc).__name__, exc)
-            self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
-            self.on_finished(Finished(window, None, exc))
-        except Exception as exc:  # unknown failure: keep the events, stop intake, surface loudly
-            log.exception("unexpected error in update; events kept for retry")
-            self._degrade(f"unexpected {type(exc).__name__}: {exc}")
-            self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
-            self.on_finished(Finished(window, None, exc))
-        else:
-            self._recover()
-            extra: list[H] = []
-            if result.outcome is Outcome.REJECTED_OUTPUT:
-                self.book.give_back(window, retry_at=self.clock() + self.retry_backoff_s)
-            else:
-                extra = self.book.complete(window)
-            self.on_finished(Finished(window, result, None, tuple(extra)))
-        finally:
-            self._slots.release()
+            entries = await self.buffer.read(user_id, self.max_read_events)
+            more = len(entries) >= self.max_read_events
+            entries = await self._drop_conflicts(user_id, entries)
+            for chunk in self.chain(entries):
+                events = [self.decode(e) for e in chunk]
+                result = await self.updater.apply(
+                    user_id, events, trace=_trace(chunk), guard=self._guard(partition))
+                if result.outcome is Outcome.REJECTED_OUTPUT:
+                    raise OutputRejectedError(result.rejections, result.attempts,
+                                              result.record.model if result.record else None)
+                results.append(result)
+                applied.extend(chunk)
+                await self._remove(user_id, chunk, None)
+        except asyncio.CancelledError:
+            self._settle_failure(user_id, applied, entries, more, None)
+            raise
+        except Exception as exc:  # every failure goes through the one policy
+            await self._failed(user_id, partition, applied, entries, more, results, exc)
+            return
+        self._recover()
+        gone = self.index.done(user_id, len(applied), more=more, now=self.clock())
+        if gone:
+            await self._remove(user_id, [], PendingUser(user_id, partition, 0.0))
+        self.parked_users.discard(user_id)
+        self._report(Finished(user_id, tuple(results), events=len(applied)))
+
+    def chain(self, entries: Sequence[PendingEntry]) -> list[list[PendingEntry]]:
+        """Split a window, in order, into prompt-sized consecutive updates (by each entry's
+        token estimate and ``max_events_per_update``).  A single oversized entry is its own
+        update (the service truncates its item text)."""
+        chunks: list[list[PendingEntry]] = []
+        current: list[PendingEntry] = []
+        size = 0
+        for e in entries:
+            if current and (size + e.tokens > self.prompt_tokens
+                            or len(current) >= self.max_events_per_update):
+                chunks.append(current)
+                current, size = [], 0
+            current.append(e)
+            size += e.tokens
+        if current:
+            chunks.append(current)
+        return chunks
+
+    async def _drop_conflicts(self, user_id: str,
+                              entries: list[PendingEntry]) -> list[PendingEntry]:
+        """An event id buffered twice with different content: the first one (lowest input
+        offset) wins, the others are dead-lettered as ``event_id_reused`` and deleted."""
+        seen: set[str] = set()
+        keep, reused = [], []
+        for e in entries:
+            (reused if e.event_id in seen else keep).append(e)
+            seen.add(e.event_id)
+        if reused:
+            for e in reused:
+                if self.on_conflict is not None:
+                    await self.on_conflict(e, "event_id_reused")
+            await self._remove(user_id, reused, None)
+        return keep
+
+    async def _remove(self, user_id: str, entries: Sequence[PendingEntry],
+                      user_done: PendingUser | None) -> None:
+        await self.buffer.remove(user_id, entries, user_done=user_done, stamp_us=self.stamps())
+
+    async def _failed(self, user_id: str, partition: int, applied: list[PendingEntry],
+                      entries: list[PendingEntry], more: bool, results: list[UpdateResult],
+                      exc: Exception) -> None:
+        w = self.index.get(user_id)
+        attempt = (w.attempts if w else 0) + 1
+        decision = self.retry.decide(exc, attempt)
+        if isinstance(decision, Abandon):
+            log.info("update abandoned: partition %d was revoked (user_id=%s)", partition, user_id)
+            self.index.forget([user_id])
+            self._report(Finished(user_id, tuple(results), exc, "abandoned"))
+            return
+        if isinstance(decision, Retry):
+            retriable = isinstance(exc, StreamerError) and exc.retriable
+            level = logging.WARNING if isinstance(exc, StreamerError) else logging.ERROR
+            log.log(level, "update failed (%s: %s); attempt %d, retry in %.1fs (user_id=%s)",
+                    type(exc).__name__, exc, attempt, decision.delay_s, user_id,
+                    exc_info=not isinstance(exc, StreamerError))
+            if retriable:
+                self._degrade(f"{type(exc).__name__}: {exc}")
+            if applied:  # the chain's first links are stored: only the rest is retried
+                self.index.done(user_id, len(applied), more=True, now=self.clock())
+                self.index.take(user_id)
+            self.index.failed(user_id, retry_at=self.clock() + decision.delay_s)
+            self._report(Finished(user_id, tuple(results), exc, "retry", len(applied)))
+            return
+        assert isinstance(decision, Park)
+        rest = [e for e in entries if e not in applied]
+        await self._park(user_id, partition, rest, decision.reason, exc, attempt)
+        gone = self.index.done(user_id, len(entries), more=more, now=self.clock())
+        await self._remove(user_id, rest, PendingUser(user_id, partition, 0.0) if gone else None)
+        self._report(Finished(user_id, tuple(results), exc, "parked", len(rest)))
+
+    def _settle_failure(self, user_id: str, applied: list[PendingEntry],
+                        entries: list[PendingEntry], more: bool, exc: Exception | None) -> None:
+        """Cancelled (shutdown): what is not stored stays in the buffer for the next owner."""
+        if self.index.get(user_id) is not None:
+            self.index.failed(user_id, retry_at=self.clock())
+
+    async def _park(self, user_id: str, partition: int, rest: list[PendingEntry], error_type: str,
+                    exc: Exception, attempts: int) -> None:
+        wid = window_id(user_id, (e.event_id for e in rest))
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        await self.buffer.park(ParkedWindow(user_id, wid, partition, error_type, reason,
+                                            attempts, self.clock(), tuple(rest)))
+        current = None
+        try:
+            current = await self.updater.store.get_current(user_id)
+        except Exception:  # noqa: BLE001 - the notice is informative; the park is what matters
+            log.debug("could not read the kept version for a failure notice", exc_info=True)
+        await self.notices.publish_failure(SummaryUpdateFailed(
+            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"parked/{user_id}/{wid}")),
+            user_id=user_id,
+            window_id=wid,
+            event_ids=tuple(e.event_id for e in rest),
+            kept_version=current.version if current else None,
+            reasons=tuple(getattr(exc, "reasons", ()) or (error_type,)),
+            attempts=attempts,
+            model=getattr(exc, "model", None) or getattr(self.updater.model, "name", "unknown"),
+            occurred_at=self.updater.clock(),
+        ))
+        self.parked_users.add(user_id)
+        self.telemetry.record_parked(error_type)
+        log.error("window parked after %d attempts: user_id=%s window_id=%s events=%d (%s); "
+                  "inspect with `streamer parked list`", attempts, user_id, wid, len(rest), reason)
+
+    def _report(self, finished: Finished) -> None:
+        try:
+            self.on_finished(finished)
+        except Exception:  # noqa: BLE001 - reporting must not break settling
+            log.exception("on_finished callback failed")
 
     def _degrade(self, reason: str) -> None:
         if not self.degraded:
-            log.error("dependency failing, pausing intake until it recovers: %s", reason)
+            log.error("dependency failing; windows keep growing until it recovers: %s", reason)
         self.degraded_reason = reason
-        self._healthy.clear()
 
     def _recover(self) -> None:
         if self.degraded:
-            log.info("dependency recovered, resuming intake")
+            log.info("dependency recovered")
         self.degraded_reason = None
-        self._healthy.set()
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    async def wait_users(self, user_ids: Sequence[str], timeout_s: float) -> None:
+        tasks = [t for u, t in self._tasks.items() if u in set(user_ids)]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
 
     async def drain(self, timeout_s: float) -> bool:
-        """Stop starting updates and wait up to ``timeout_s`` for those in flight (graceful
-        shutdown).  Pending windows are handed back: their events are not acknowledged, so the
-        partition's next owner replays them.  Returns True when nothing was left in flight."""
+        """Stop starting updates; wait up to ``timeout_s`` for those in flight, cancel the rest
+        (their events stay in the durable buffer).  True when nothing was cancelled."""
         self.closing = True
-        self._healthy.set()  # release a blocked intake so the stream can stop
         if not self._tasks:
             return True
-        done, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+        _, pending = await asyncio.wait(list(self._tasks.values()), timeout=timeout_s)
         for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         return not pending
 
-    async def flush(self, *, timeout_s: float | None = None, max_rounds: int = 5) -> None:
-        """Close every pending window now and wait until all updates ended (end of replay,
-        graceful shutdown).  Windows that still fail after ``max_rounds`` stay pending."""
-
-        async def _all() -> None:
-            for _ in range(max_rounds):
-                for user_id in self.book.all_users():
-                    pending_now = float("inf")
-                    if self.book.is_due(user_id, pending_now):
-                        await self._launch(user_id, pending_now)
-                if self._tasks:
-                    await asyncio.gather(*list(self._tasks), return_exceptions=True)
-                    continue
-                if not any(self.book.is_due(u, float("inf")) for u in self.book.all_users()):
-                    return
-
-        await asyncio.wait_for(_all(), timeout_s)
-
     async def wait_idle(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    async def flush(self, *, max_rounds: int = 50) -> None:
+        """Close every pending window now and wait until all updates ended (end of a replay).
+        Windows still failing after ``max_rounds`` stay pending."""
+        for _ in range(max_rounds):
+            await self.tick(float("inf"))
+            if not self._tasks and not len(self.index):
+                return
+            await self.wait_idle()
+
+
+def _trace(entries: Sequence[PendingEntry]) -> WindowTrace:
+    """Trace links and Kafka timestamps kept with the buffered records."""
+    links: list[Any] = []
+    times: dict[str, float] = {}
+    for e in entries:
+        if e.traceparent:
+            sc = extract_span_context([("traceparent", e.traceparent.encode())])
+            if sc is not None:
+                links.append(sc)
+        if e.kafka_ts > 0:
+            times[e.event_id] = e.kafka_ts
+    return WindowTrace(links=tuple(links), event_times=times)

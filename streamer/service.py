@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 
 from opentelemetry.trace import SpanKind
 
-from schemas import Interaction, SummaryChanged, SummaryRecord, SummaryUpdateFailed, TokenUsage
+from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
 
 from .domain.budget import FitResult, estimate_tokens, fit_prompt_async
 from .domain.output import OutputRejected, parse_summary
 from .domain.prompt import NOT_PROVIDED, Prompt
 from .domain.triples import Triple, to_triples
 from .domain.windowing import window_id
-from .errors import VersionConflictError
+from .errors import StoreRegressedError, VersionConflictError
 from .ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, UpdateRequest
 from .telemetry import Telemetry, WindowTrace
 
@@ -66,6 +66,7 @@ class UpdatePolicy:
     conflict_attempts: int = 5
     context_tokens: int = 16384
     output_tokens: int = 4096
+    published_memory: int = 100_000  # users whose last published version is remembered
 
 
 PromptCounter = Callable[[Prompt], Awaitable[int | None]]
@@ -97,21 +98,26 @@ class ProfileUpdater:
         self.publisher = publisher
         self.policy = policy or UpdatePolicy()
         self.clock = clock
+        self._published: dict[str, int] = {}  # highest version published per user (bounded LRU)
 
     async def apply(
-        self, user_id: str, events: Sequence[Interaction], *, trace: WindowTrace | None = None
+        self, user_id: str, events: Sequence[Interaction], *, trace: WindowTrace | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> UpdateResult:
         """Apply a closed window; retries version conflicts by reloading the current version.
 
         Raises transient errors (store or model unavailable) to the caller, which keeps the
         window's events for a later attempt.  ``trace`` (from the transport) gives the input
         records' trace contexts, linked from the ``update_window`` span, and Kafka timestamps.
+        ``guard`` is called right before the version is stored and before it is published; it
+        raises :class:`~streamer.errors.FencedError` when this worker lost the user's partition.
         """
         trace = trace or WindowTrace()
+        self._guard = guard
         with self.telemetry.window_span(user_id, len(events), trace.links) as span:
             for _ in range(self.policy.conflict_attempts):
                 try:
-                    result = await self._apply_once(user_id, events, trace)
+                    result = await self._apply_once(user_id, events, trace, guard)
                 except VersionConflictError:
                     log.info("version conflict for a user; reloading and retrying")
                     continue
@@ -130,9 +136,11 @@ class ProfileUpdater:
             )
 
     async def _apply_once(
-        self, user_id: str, events: Sequence[Interaction], trace: WindowTrace
+        self, user_id: str, events: Sequence[Interaction], trace: WindowTrace,
+        guard: Callable[[], None] | None = None,
     ) -> UpdateResult:
         current = await self.store.get_current(user_id)
+        self._check_regression(user_id, current)
         ids = [e.event_id for e in events]
         indexed = await self.store.applied_event_ids(user_id, ids)
         in_current = set(ids) & set(current.event_ids) if current else set()
@@ -146,6 +154,8 @@ class ProfileUpdater:
             # Redelivered events of the latest version: the worker may have died after storing
             # it and before its change event was acknowledged, so publish it again (same
             # deterministic event id: consumers drop the copy).
+            if guard is not None:
+                guard()
             await self.publisher.publish(change_event(current))
         if not fresh:
             return UpdateResult(Outcome.DUPLICATE, user_id, current)
@@ -153,7 +163,8 @@ class ProfileUpdater:
         previous = current.summary if current else None
         if not conversion.triples:  # nothing to show the model: carry the summary forward
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
-                                       dropped=conversion.unpaired_event_ids, trace=trace)
+                                       dropped=conversion.unpaired_event_ids, trace=trace,
+                                       guard=guard)
             return UpdateResult(Outcome.NO_TRIPLES, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         fit = await self._fit(previous, conversion.triples)
@@ -164,31 +175,19 @@ class ProfileUpdater:
             log.error("window does not fit the context even cut down (%d prompt tokens)",
                       fit.prompt_tokens)
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
-                                       dropped=tuple(e.event_id for e in fresh), trace=trace)
+                                       dropped=tuple(e.event_id for e in fresh), trace=trace,
+                                       guard=guard)
             return UpdateResult(Outcome.TOO_LARGE, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
         reply, summary, attempts, rejections = await self._generate(request)
-        if summary is None:
-            await self.publisher.publish_failure(
-                SummaryUpdateFailed(
-                    event_id=str(uuid.uuid4()),
-                    user_id=user_id,
-                    window_id=window_id(user_id, (e.event_id for e in fresh)),
-                    event_ids=tuple(e.event_id for e in fresh),
-                    kept_version=current.version if current else None,
-                    reasons=rejections,
-                    attempts=attempts,
-                    model=reply.model,
-                    occurred_at=self.clock(),
-                )
-            )
+        if summary is None:  # the scheduler retries the window, and parks it after a bound
             return UpdateResult(
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
         dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
         record = await self._store(user_id, current, fresh, summary, reply.model, reply,
-                                   dropped=dropped, trace=trace)
+                                   dropped=dropped, trace=trace, guard=guard)
         return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
                             dropped_event_ids=record.dropped_event_ids,
                             summary_too_long=fit.summary_too_long)
@@ -204,6 +203,7 @@ class ProfileUpdater:
         *,
         dropped: Sequence[str],
         trace: WindowTrace | None = None,
+        guard: Callable[[], None] | None = None,
     ) -> SummaryRecord:
         """Append the next version (raises VersionConflictError) and publish its change event.
 
@@ -226,12 +226,36 @@ class ProfileUpdater:
             latency_ms=reply.latency_ms if reply else 0.0,
             created_at=self.clock(),
         )
+        if guard is not None:
+            guard()
         with self.telemetry.span("store_append", attributes={"prefstream.version": record.version}):
             await self.store.append(record)
+        self._published_version(record.user_id, record.version)
+        if guard is not None:
+            guard()
         with self.telemetry.span("publish_change", kind=SpanKind.PRODUCER):
             await self.publisher.publish(change_event(record))
         self._record_freshness(events, trace)
         return record
+
+    def _published_version(self, user_id: str, version: int) -> None:
+        seen = self._published
+        seen.pop(user_id, None)
+        seen[user_id] = version
+        while len(seen) > self.policy.published_memory:
+            seen.pop(next(iter(seen)))
+
+    def _check_regression(self, user_id: str, current: SummaryRecord | None) -> None:
+        """Refuse to write under a version number already published when the store went
+        backwards (acknowledged writes lost, e.g. a node without durable commits killed)."""
+        published = self._published.get(user_id)
+        latest = current.version if current else 0
+        if published is not None and latest < published:
+            self.telemetry.record_store_regression()
+            log.error("store went backwards: user_id=%s latest stored version %d < published %d;"
+                      " not writing until it catches up", user_id, latest, published)
+            raise StoreRegressedError(
+                f"latest stored version {latest} is below published version {published}")
 
     def _record_freshness(self, events: Sequence[Interaction], trace: WindowTrace | None) -> None:
         """Input record (Kafka timestamp, else occurred_at) to acknowledged change event."""

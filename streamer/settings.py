@@ -35,6 +35,22 @@ class KafkaSettings(_Section):
     """Replication factor for created topics."""
     max_message_bytes: int = Field(1_048_576, ge=1024)
     """Input records larger than this are dead-lettered as `oversized`."""
+    commit_interval_s: float = Field(1.0, gt=0)
+    """Input offsets are committed on this interval (Kafka Streams' `commit.interval.ms`): every
+    record consumed before a commit is durably buffered or dead-lettered.  After a crash at most
+    about this much input is read again."""
+    intake_batch: int = Field(500, ge=1)
+    """Records decoded and buffered per batch (`stream.take_events`)."""
+    intake_linger_s: float = Field(0.05, gt=0)
+    """How long a partial intake batch waits for more records."""
+    session_timeout_s: float = Field(10.0, ge=1)
+    """Consumer-group session timeout: a member that stops heartbeating (SIGKILL) loses its
+    partitions after this long (unless static membership lets it reclaim them sooner)."""
+    heartbeat_interval_s: float = Field(1.0, gt=0)
+    """Consumer-group heartbeat interval (well below the session timeout)."""
+    group_instance_id: str | None = None
+    """Static group membership (`group.instance.id`, KIP-345): a restarted member with the same
+    id gets its partitions back without a rebalance.  The Helm chart sets the pod name."""
 
 
 class CassandraSettings(_Section):
@@ -107,10 +123,21 @@ class WindowSettings(_Section):
     """...or when its oldest event has waited this long (seconds)."""
     rating_threshold: float = Field(0.7, ge=0, le=1)
     """Ratings >= threshold x scale_max are positive."""
-    max_pending_events: int = Field(100_000, ge=1)
-    """Events a worker holds in open windows; beyond it the worker stops pulling (backpressure)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """...or when its pending events' estimated prompt tokens reach this (unset: no token rule)..."""
+    min_interval_s: float = Field(0.0, ge=0)
+    """...but never sooner than this after the user's previous update (a per-user rate limit:
+    events meanwhile join the next window)."""
+    max_events_per_update: int = Field(64, ge=1)
+    """One model call carries at most this many events; a larger window (a user whose window
+    grew under overload) is applied as a chain of consecutive versions."""
     retry_backoff_s: float = Field(2.0, gt=0)
-    """Wait before a failed update (store/model down) is retried; its events stay pending."""
+    """First wait before a failed update is retried; doubles with each attempt."""
+    retry_backoff_max_s: float = Field(300.0, gt=0)
+    """Longest wait between retries."""
+    park_after_attempts: int = Field(5, ge=1)
+    """A window failing for a non-retriable reason (output rejected, 4xx, unexpected error) is
+    parked after this many attempts (`streamer parked list|retry|drop`)."""
     max_event_age_s: float = Field(400 * 86400, gt=0)
     """Events whose occurred_at is older than this are dead-lettered (`timestamp_too_old`)."""
     max_clock_skew_s: float = Field(86400, ge=0)

@@ -123,10 +123,24 @@ class Telemetry:
             description="From an input record's Kafka timestamp (else occurred_at) to the broker's "
                         "acknowledgement of the change event that includes it.",
             explicit_bucket_boundaries_advisory=_FRESHNESS_BUCKETS)
+        self.store_regressions = meter.create_counter(
+            "streamer_store_regressions_total",
+            description="Updates refused because the store's latest version was below one this "
+                        "worker had already published (acknowledged writes were lost).")
+        self.parked = meter.create_counter(
+            "streamer_parked_windows_total",
+            description="Windows parked after bounded attempts, by error type.")
+        self.buffered = meter.create_counter(
+            "streamer_buffered_events_total",
+            description="Valid input events written to the durable pending buffer.")
         for name, description in (
             ("streamer_pool_in_flight", "Window updates (model calls) in flight."),
-            ("streamer_pool_saturated", "1 while every update slot is busy (intake blocks)."),
-            ("streamer_pending_events", "Events held in open windows, not yet acknowledged."),
+            ("streamer_pool_saturated", "1 while every update slot is busy (windows grow)."),
+            ("streamer_pending_events", "Events in durable pending windows (not yet applied)."),
+            ("streamer_pending_users", "Users with durable pending windows on this worker."),
+            ("streamer_oldest_pending_age_seconds",
+             "Age of the longest-waiting pending window on this worker."),
+            ("streamer_parked_users", "Users with a window parked by this worker since start."),
             ("streamer_consumer_lag", "Per assigned partition: highwater minus committed offset."),
         ):
             self._gauges[name] = []
@@ -169,6 +183,15 @@ class Telemetry:
             self.model_tokens.add(prompt_tokens, {"kind": "prompt"})
         if completion_tokens:
             self.model_tokens.add(completion_tokens, {"kind": "completion"})
+
+    def record_store_regression(self) -> None:
+        self.store_regressions.add(1)
+
+    def record_parked(self, error_type: str) -> None:
+        self.parked.add(1, {"error_type": error_type})
+
+    def record_buffered(self, n: int) -> None:
+        self.buffered.add(n)
 
     def record_dead_letter(self, reason: str) -> None:
         self.dead_letters.add(1, {"reason": reason})

@@ -1,22 +1,24 @@
-"""Offset commits must never skip an unacknowledged record (faust 0.15.3's rule could)."""
+"""The worker commits the position up to which every record is buffered, whatever offsets hold
+no record (transaction markers), and never from faust's acknowledgements."""
 
 from collections import defaultdict
 
+from faust.types import TP as FaustTP
 from intervaltree import IntervalTree
 
-from streamer.adapters.kafka.consumer import ContiguousAckConsumer
+from streamer.adapters.kafka.consumer import BufferedPositionConsumer
 
-TP = ("t", 0)
+TP = FaustTP("t", 0)
 
 
 def consumer(committed=None):
-    c = object.__new__(ContiguousAckConsumer)
+    c = object.__new__(BufferedPositionConsumer)
     c._acked = defaultdict(list)
     c._acked_index = defaultdict(set)
     c._gap = defaultdict(IntervalTree)
     c._committed_offset = defaultdict(lambda: None)
     c._committed_offset[TP] = committed
-    c._first_seen = {}
+    c.positions = {}
     return c
 
 
@@ -26,42 +28,29 @@ def ack(c, *offsets):
         c._acked_index[TP].add(o)
 
 
-def test_nothing_committed_yet_and_first_record_pending_commits_nothing():
+def test_nothing_buffered_commits_nothing_even_if_faust_acknowledged():
     c = consumer(None)
-    c._first_seen[TP] = 0
-    ack(c, 1, 2, 3)  # offset 0 is still in a window
-    assert c._new_offset(TP) is None
-    ack(c, 0)
-    assert c._new_offset(TP) == 4
-
-
-def test_committed_zero_is_not_treated_as_unknown():
-    c = consumer(0)
-    ack(c, 1, 2)
+    ack(c, 0, 1, 2)  # take_events acknowledges a batch even when its body raised
     assert c._new_offset(TP) is None
 
 
-def test_a_gap_of_exactly_one_record_blocks_the_commit():
-    c = consumer(10)
-    ack(c, 11, 12)  # 10 not acknowledged: faust's `min - committed > 1` let this through
-    assert c._new_offset(TP) is None
-    ack(c, 10)
-    assert c._new_offset(TP) == 13
-
-
-def test_contiguous_prefix_only_and_offsets_that_do_not_exist_count_as_acked():
-    c = consumer(5)
-    ack(c, 5, 6, 9)
+def test_transaction_markers_between_records_do_not_stop_commits():
+    # one record per upstream transaction: records at even offsets, commit markers at odd ones
+    c = consumer(None)
+    ack(c, 0, 2, 4, 6)
+    c.positions[("t", 0)] = 7  # the intake buffered up to offset 6
     assert c._new_offset(TP) == 7
     c._committed_offset[TP] = 7
-    c._gap[TP].addi(7, 9)  # offsets 7 and 8 do not exist (e.g. transaction markers)
-    assert c._new_offset(TP) == 10
+    assert c._new_offset(TP) is None  # nothing new buffered since
+    c.positions[("t", 0)] = 11
+    assert c._new_offset(TP) == 11
 
 
-def test_first_seen_tracks_the_lowest_fetched_offset():
+def test_acked_bookkeeping_does_not_grow():
     c = consumer(None)
-    for offset in (5, 4, 6):
-        c.note_fetched(TP, offset)
-    assert c._first_seen[TP] == 4
-    ack(c, 4, 5)
-    assert c._new_offset(TP) == 6
+    for batch in range(100):
+        ack(c, *range(batch * 10, batch * 10 + 10))
+        c.positions[("t", 0)] = batch * 10 + 10
+        assert c._new_offset(TP) == batch * 10 + 10
+        c._committed_offset[TP] = batch * 10 + 10
+    assert not c._acked[TP] and not c._acked_index[TP]

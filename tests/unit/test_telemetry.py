@@ -14,10 +14,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from streamer.adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from streamer.adapters.memory.pending import MemoryPendingBuffer
 from streamer.api import create_api
+from streamer.app import build_flow
 from streamer.flows.update_profiles import UpdateFlow
 from streamer.logging import configure_logging
 from streamer.service import ProfileUpdater, UpdatePolicy
+from streamer.settings import Settings
 from streamer.telemetry import Telemetry, setup_telemetry
 from streamer.testing import InMemoryProfileStore, ListPublisher, ScriptedSummaryModel
 from tests.factories import feedback, item, pairwise
@@ -96,10 +99,18 @@ def make_flow(telemetry: Telemetry, script, sent: Sent) -> UpdateFlow:
         KafkaChangePublisher(sent, "out", "failures"), UpdatePolicy(output_backoff_s=0),
         telemetry=telemetry,
     )
-    return UpdateFlow(
-        updater, DeadLetterPublisher(sent, "dlq"), max_events=1, max_age_s=60,
-        max_concurrency=2, max_message_bytes=1_000_000, telemetry=telemetry,
-    )
+    settings = Settings(window={"max_events": 1, "max_age_s": 60}, model={"max_concurrency": 2})
+    return build_flow(settings, updater, MemoryPendingBuffer(), DeadLetterPublisher(sent, "dlq"),
+                      telemetry=telemetry)
+
+
+async def handle(flow: UpdateFlow, *events: FakeEvent) -> None:
+    """Intake (one batch), start the due windows, wait for their updates."""
+    for i, ev in enumerate(events):
+        ev.message.offset = i
+    await flow.intake([ev.message for ev in events])
+    while await flow.scheduler.tick():  # two update slots: start due windows until none is left
+        await flow.scheduler.wait_idle()
 
 
 def sample_value(text: str, name: str, **labels: str) -> float | None:
@@ -117,16 +128,14 @@ def sample_value(text: str, name: str, **labels: str) -> float | None:
 
 async def test_flow_records_metrics_per_outcome_and_dead_letters(telemetry):
     sent = Sent()
-    flow = make_flow(telemetry, ["<think>t</think>\n\nLikes A.", "no think", "no think", "no think"],
-                     sent)
+    flow = make_flow(telemetry, lambda req: "no think" if req.triples[0].event_id == "e3"
+                     else "<think>t</think>\n\nLikes A.", sent)
     updated = FakeEvent(FakeMessage(pairwise("e1").model_dump_json().encode(), b"u1"))
     no_triples = FakeEvent(FakeMessage(feedback("e2", "dislike", user_id="u2").model_dump_json()
                                        .encode(), b"u2"))
     rejected = FakeEvent(FakeMessage(pairwise("e3", user_id="u3").model_dump_json().encode(), b"u3"))
     invalid = FakeEvent(FakeMessage(b"{not json", b"u4"))
-    for ev in (updated, no_triples, rejected, invalid):
-        await flow.handle(ev)
-    await flow.scheduler.wait_idle()
+    await handle(flow, updated, no_triples, rejected, invalid)
 
     text = telemetry.metrics_text().decode()
     for name in INSTRUMENTS:
@@ -142,17 +151,19 @@ async def test_flow_records_metrics_per_outcome_and_dead_letters(telemetry):
     # freshness: one per event included in a change event (updated + carried-forward)
     assert sample_value(text, "streamer_freshness_seconds_count") == 2
     assert sample_value(text, "streamer_pending_events") == 1  # the rejected window waits
+    assert sample_value(text, "streamer_pending_users") == 1
     assert sample_value(text, "streamer_pool_in_flight") == 0
     assert sample_value(text, "streamer_pool_saturated") == 0
-    assert updated.acked and no_triples.acked and invalid.acked and not rejected.acked
+    assert sample_value(text, "streamer_buffered_events_total") == 3
+    # every record is buffered or dead-lettered: the whole batch is committable
+    assert flow.positions == {("in", 0): 4}
 
 
 async def test_window_span_links_inputs_and_change_event_carries_its_traceparent(telemetry):
     sent = Sent()
     flow = make_flow(telemetry, ["<think>t</think>\n\nLikes A."], sent)
-    await flow.handle(FakeEvent(FakeMessage(pairwise("e1").model_dump_json().encode(), b"u1",
-                                            headers=[("traceparent", IN_PARENT.encode())])))
-    await flow.scheduler.wait_idle()
+    await handle(flow, FakeEvent(FakeMessage(pairwise("e1").model_dump_json().encode(), b"u1",
+                                             headers=[("traceparent", IN_PARENT.encode())])))
 
     spans = {s.name: s for s in telemetry.exporter.get_finished_spans()}
     window = spans["update_window"]
@@ -186,9 +197,8 @@ async def test_logs_are_json_with_trace_ids_and_no_user_text_at_info(telemetry, 
     sent = Sent()
     flow = make_flow(telemetry, [f"<think>t</think>\n\n{SECRET_SUMMARY}"], sent)
     event = pairwise("e1", chosen=item("c1", title=SECRET_TITLE, abstract="chosen"))
-    await flow.handle(FakeEvent(FakeMessage(event.model_dump_json().encode(), b"u1",
-                                            headers=[("traceparent", IN_PARENT.encode())])))
-    await flow.scheduler.wait_idle()
+    await handle(flow, FakeEvent(FakeMessage(event.model_dump_json().encode(), b"u1",
+                                             headers=[("traceparent", IN_PARENT.encode())])))
 
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
     assert lines and all({"ts", "level", "logger", "message"} <= set(line) for line in lines)

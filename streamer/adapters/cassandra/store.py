@@ -2,9 +2,10 @@
 
 Two tables (see ``migrations/``): ``summary_history`` keyed by ``(user_id, version)`` is the
 source of truth, ``summaries_current`` is the one-row-per-user read path.  ``append`` claims the
-version with a lightweight transaction on the history row (``IF NOT EXISTS``), so two writers
-cannot both win, then moves the current row forward with ``IF version < new`` (monotonic, so a
-lagging current row left by a crash is repaired by the next write).  Reads of the previous
+version with one lightweight transaction on the history row (``IF NOT EXISTS``), so two writers
+cannot both win, then writes the dedupe index and the current row with plain writes.  The current
+row is written ``USING TIMESTAMP <version>``, so the highest version wins whatever the order of
+arrival (a lagging row left by a crash is repaired by the next write).  Reads of the previous
 summary come from the history, so they never see a stale current row.
 """
 
@@ -156,7 +157,7 @@ class CassandraProfileStore:
     ) -> None:
         self._cluster = cluster
         self._session = session
-        ks = keyspace
+        self.keyspace = ks = keyspace
         prep = session.prepare
         self._latest: PreparedStatement = prep(
             f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? LIMIT 1"
@@ -170,14 +171,11 @@ class CassandraProfileStore:
         self._claim: PreparedStatement = prep(
             f"INSERT INTO {ks}.summary_history ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) IF NOT EXISTS"
         )
+        # the current row is a plain write whose write timestamp is the version number: the
+        # highest version always wins, whatever order concurrent writes land in (no LWT)
         self._advance: PreparedStatement = prep(
-            f"UPDATE {ks}.summaries_current SET version = ?, previous_version = ?, summary = ?, "
-            "model = ?, window_id = ?, event_ids = ?, dropped_event_ids = ?, prompt_tokens = ?, "
-            "completion_tokens = ?, latency_ms = ?, created_at = ? WHERE user_id = ? IF version < ?"
-        )
-        self._create: PreparedStatement = prep(
             f"INSERT INTO {ks}.summaries_current ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
-            "IF NOT EXISTS"
+            "USING TIMESTAMP ?"
         )
         self._page: PreparedStatement = prep(
             f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? AND version < ? LIMIT ?"
@@ -196,11 +194,11 @@ class CassandraProfileStore:
         self._applied: PreparedStatement = prep(
             f"SELECT event_id FROM {ks}.applied_events WHERE user_id = ? AND event_id IN ?"
         )
-        for stmt in (self._claim, self._advance, self._create):
+        for stmt in (self._claim,):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
             stmt.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
         for stmt in (self._latest, self._history, self._current, self._page, self._stamps,
-                     self._one):
+                     self._one, self._advance, self._mark_applied):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
 
     @classmethod
@@ -269,18 +267,21 @@ class CassandraProfileStore:
             before = rows[-1].version
 
     async def append(self, record: SummaryRecord) -> None:
-        latest = await self.get_current(record.user_id)
-        expected = latest.version if latest else None
-        if expected != record.previous_version:
+        """Claim ``record.version`` (one Paxos round), then index its events and move the
+        current row (plain writes).  The caller passes the version it read as
+        ``record.previous_version``: no re-read here.  A version that exists already (another
+        writer, or a stale owner) raises VersionConflictError."""
+        if record.version != (record.previous_version or 0) + 1:
             raise VersionConflictError(
-                f"current version is {expected}, record expects {record.previous_version}"
-            )
+                f"version {record.version} does not follow {record.previous_version}")
         values = _to_values(record)
         rows = await _execute(self._session, self._claim, values)
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
-        await self.mark_applied(record.user_id, record.event_ids, record.version)
-        await self._advance_current(record, values)
+        await asyncio.gather(
+            self.mark_applied(record.user_id, record.event_ids, record.version),
+            _execute(self._session, self._advance, (*values, record.version)),
+        )
 
     async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int) -> None:
         """Record that ``version`` consumed ``event_ids`` (the dedupe index)."""
@@ -298,20 +299,6 @@ class CassandraProfileStore:
             return set()
         rows = await _execute(self._session, self._applied, (user_id, list(event_ids)))
         return {r.event_id for r in rows}
-
-    async def _advance_current(self, record: SummaryRecord, values: tuple[Any, ...]) -> None:
-        for _ in range(3):
-            rows = await _execute(
-                self._session, self._advance, (*values[1:], record.user_id, record.version)
-            )
-            if rows and rows[0].applied:
-                return
-            existing = getattr(rows[0], "version", None) if rows else None
-            if existing is not None:  # already at or beyond this version: nothing to do
-                return
-            rows = await _execute(self._session, self._create, values)
-            if rows and rows[0].applied:
-                return
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)

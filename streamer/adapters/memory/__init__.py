@@ -1,0 +1,1 @@
+"""In-process adapters: the embedded demo and unit tests."""

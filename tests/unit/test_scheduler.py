@@ -1,0 +1,224 @@
+"""The scheduler on the in-memory buffer: retries, parking, chains, overload, draining."""
+
+import asyncio
+
+import pytest
+
+from streamer.adapters.memory.pending import MemoryPendingBuffer
+from streamer.domain.pending import PendingIndex, WindowRules
+from streamer.domain.retry import RetryPolicy
+from streamer.errors import ModelRequestError, ModelUnavailableError
+from streamer.flows.update_profiles import UpdateFlow
+from streamer.scheduler import Scheduler
+from streamer.service import ProfileUpdater, UpdatePolicy
+from streamer.testing import InMemoryProfileStore, ListPublisher, ScriptedSummaryModel
+from tests.factories import item, pairwise
+
+pytestmark = pytest.mark.unit
+
+OK = "<think>t</think>\n\nok"
+
+
+class Rec:
+    def __init__(self, event, offset, partition=0):
+        self.value = event.model_dump_json().encode()
+        self.key = event.user_id.encode()
+        self.topic, self.partition, self.offset = "in", partition, offset
+        self.timestamp, self.headers = None, None
+
+
+class Model(ScriptedSummaryModel):
+    """Fails per user on demand: ``fail[user] = exception`` (raised every call)."""
+
+    def __init__(self, text=OK):
+        super().__init__(lambda r: text)
+        self.fail: dict[str, Exception] = {}
+        self.gate: asyncio.Event | None = None
+
+    async def generate(self, request):
+        if self.gate is not None:
+            await self.gate.wait()
+        user = request.triples[0].event_id.split("-")[0]
+        if user in self.fail:
+            self.requests.append(request)
+            raise self.fail[user]
+        return await super().generate(request)
+
+
+class Stack:
+    def __init__(self, *, max_events=2, max_age_s=100.0, concurrency=4, park_after=3,
+                 model=None, prompt_tokens=8192, max_events_per_update=64):
+        self.now = [0.0]
+        self.store, self.pub = InMemoryProfileStore(), ListPublisher()
+        self.model = model or Model()
+        self.updater = ProfileUpdater(self.store, self.model, self.pub,
+                                      UpdatePolicy(output_backoff_s=0))
+        self.index = PendingIndex(WindowRules(max_events=max_events, max_age_s=max_age_s))
+        self.buffer = MemoryPendingBuffer()
+        self.scheduler = Scheduler(
+            self.index, self.buffer, self.updater, self.pub, decode=lambda e: self.flow.decode(e),
+            max_concurrency=concurrency, clock=lambda: self.now[0],
+            retry=RetryPolicy(base_s=1.0, max_s=8.0, park_after=park_after),
+            prompt_tokens=prompt_tokens, max_events_per_update=max_events_per_update)
+        self.dlq = []
+
+        class DLQ:
+            async def publish(_, error, **kw):
+                self.dlq.append((error.code, kw))
+
+        self.flow = UpdateFlow(self.index, self.buffer, self.scheduler, DLQ(),
+                               max_message_bytes=1 << 20, clock=lambda: self.now[0])
+        self.offset = 0
+
+    async def send(self, *events, partition=0):
+        recs = []
+        for e in events:
+            recs.append(Rec(e, self.offset, partition))
+            self.offset += 1
+        await self.flow.intake(recs)
+
+    async def run(self, until=None):
+        """Tick (advancing the clock to ``until``) until nothing is in flight."""
+        if until is not None:
+            self.now[0] = until
+        await self.scheduler.tick()
+        await self.scheduler.wait_idle()
+
+    def versions(self, user):
+        return [r.event_ids for r in self.store.versions.get(user, [])]
+
+
+def ev(user, n):
+    return pairwise(f"{user}-{n}", user_id=user)
+
+
+async def test_transient_failure_backs_off_retries_and_loses_nothing():
+    s = Stack()
+    s.model.fail["u1"] = ModelUnavailableError("down")
+    await s.send(ev("u1", 1), ev("u1", 2))
+    await s.run()
+    assert s.scheduler.degraded and s.versions("u1") == []
+    assert s.flow.positions == {("in", 0): 2}  # buffered: committable although not applied
+    del s.model.fail["u1"]
+    await s.run(until=0.5)  # still backing off (1 s)
+    assert s.versions("u1") == []
+    await s.run(until=1.0)
+    assert s.versions("u1") == [("u1-1", "u1-2")] and not s.scheduler.degraded
+    assert s.buffer.pending_count() == 0 and len(s.index) == 0
+
+
+async def test_poison_user_is_parked_once_and_others_keep_flowing():
+    s = Stack(max_events=1, park_after=3)
+    s.model.fail["bad"] = ModelRequestError("400: prompt refused")
+    await s.send(ev("bad", 1), *[ev(f"ok{i}", 1) for i in range(5)])
+    t = 0.0
+    for _ in range(10):
+        await s.run(until=t)
+        t += 10
+    assert all(s.versions(f"ok{i}") == [(f"ok{i}-1",)] for i in range(5))
+    assert len(s.model.requests) >= 3
+    (notice,) = s.pub.failures  # one notice, at parking, with a deterministic id
+    assert notice.user_id == "bad" and notice.event_ids == ("bad-1",) and notice.attempts == 3
+    (parked,) = await s.buffer.parked()
+    assert parked.error_type == "model_request" and "prompt refused" in parked.reason
+    assert [e.event_id for e in parked.entries] == ["bad-1"]
+    assert s.buffer.pending_count() == 0 and len(s.index) == 0
+    # the poison user's later events are applied normally once the model accepts them
+    del s.model.fail["bad"]
+    await s.send(ev("bad", 2))
+    await s.run(until=t)
+    assert s.versions("bad") == [("bad-2",)]
+
+
+async def test_rejected_output_is_retried_then_parked():
+    s = Stack(max_events=1, park_after=2, model=Model(text="no think"))
+    await s.send(ev("u1", 1))
+    for t in (0, 5, 10, 20):
+        await s.run(until=t)
+    (notice,) = s.pub.failures
+    assert notice.reasons and notice.event_id == s.pub.failures[0].event_id
+    assert (await s.buffer.parked())[0].error_type == "output_rejected"
+
+
+async def test_large_window_is_applied_as_a_chain_in_order():
+    s = Stack(max_events=1000, max_events_per_update=4)
+    await s.send(*[ev("u1", i) for i in range(10)])
+    await s.run(until=1000)
+    assert s.versions("u1") == [tuple(f"u1-{i}" for i in range(a, min(a + 4, 10)))
+                                for a in (0, 4, 8)]
+    assert [e.version for e in s.pub.events] == [1, 2, 3]
+
+
+async def test_chain_splits_by_token_estimate():
+    s = Stack(max_events=1000, prompt_tokens=1500)
+    big = [pairwise(f"u1-{i}", user_id="u1", chosen=item(f"c{i}", abstract="word " * 200))
+           for i in range(6)]
+    await s.send(*big)
+    await s.run(until=1000)
+    chain = s.versions("u1")
+    assert len(chain) > 1 and [e for link in chain for e in link] == [f"u1-{i}" for i in range(6)]
+
+
+async def test_under_overload_windows_grow_instead_of_calls_queueing():
+    s = Stack(max_events=1, concurrency=1)
+    s.model.gate = asyncio.Event()
+    await s.send(ev("u1", 0))
+    await s.scheduler.tick()
+    for _ in range(5):
+        await asyncio.sleep(0)  # the update has read its window and waits for the model
+    assert s.scheduler.saturated
+    await s.send(*[ev("u1", i) for i in range(1, 6)], ev("u2", 0))
+    assert await s.scheduler.tick() == 0  # no slot: nothing queues behind the busy one
+    s.model.gate.set()
+    await s.scheduler.wait_idle()
+    await s.run()
+    await s.run()
+    assert s.versions("u1") == [("u1-0",), tuple(f"u1-{i}" for i in range(1, 6))]
+    assert s.versions("u2") == [("u2-0",)]
+    assert len(s.model.requests) == 3  # 7 events, 3 calls
+
+
+async def test_event_id_reused_with_other_content_is_dead_lettered():
+    s = Stack(max_events=2)
+    first = pairwise("u1-1", user_id="u1", chosen=item("a"))
+    other = pairwise("u1-1", user_id="u1", chosen=item("b"))
+    await s.send(first, other)  # same id, different bytes: two rows in the buffer
+    await s.run()
+    assert s.versions("u1") == [("u1-1",)]
+    assert [code for code, _ in s.dlq] == ["event_id_reused"]
+
+
+async def test_fenced_update_neither_stores_nor_publishes():
+    s = Stack(max_events=1)
+    s.flow.owned = {0}
+    s.model.gate = asyncio.Event()
+    await s.send(ev("u1", 1))
+    await s.scheduler.tick()
+    await s.flow.on_revoked([0], wait_s=0.01)  # the partition moves while the call is out
+    s.model.gate.set()
+    await s.scheduler.wait_idle()
+    assert s.versions("u1") == [] and s.pub.events == []
+    assert s.buffer.pending_count() == 1  # left for the new owner
+    assert len(s.index) == 0
+
+
+async def test_new_owner_rebuilds_due_windows_from_the_buffer():
+    s = Stack(max_events=100, max_age_s=10)
+    await s.send(ev("u1", 1), ev("u1", 2), partition=3)
+    s2 = Stack(max_events=100, max_age_s=10)
+    s2.buffer, s2.scheduler.buffer, s2.flow.buffer = s.buffer, s.buffer, s.buffer
+    s2.store = s2.updater.store = s.store
+    assert await s2.flow.on_assigned([3]) == 1
+    await s2.run(until=10)
+    assert s.versions("u1") == [("u1-1", "u1-2")]
+    assert await s.buffer.users([3]) == []
+
+
+async def test_drain_waits_for_in_flight_and_keeps_the_rest_buffered():
+    s = Stack(max_events=1)
+    s.model.gate = asyncio.Event()
+    await s.send(ev("u1", 1))
+    await s.scheduler.tick()
+    assert await s.scheduler.drain(0.05) is False  # cancelled at the deadline
+    assert s.buffer.pending_count() == 1
+    assert await s.scheduler.tick() == 0  # closing: nothing new starts
