@@ -254,6 +254,62 @@ def cmd_read(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parked(args: argparse.Namespace) -> int:
+    """Windows parked after bounded attempts: list them, retry (re-produce their original
+    records to the input topic, then unpark) or drop them."""
+    from .app import build_buffer, build_store
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+
+    async def _run() -> int:
+        store = build_store(settings)
+        buffer = build_buffer(settings, store)
+        try:
+            windows = await buffer.parked(args.user_id, limit=args.limit)
+            if args.window_id:
+                windows = [w for w in windows if w.window_id == args.window_id]
+            if args.action == "list":
+                for w in windows:
+                    print(json.dumps({
+                        "user_id": w.user_id, "window_id": w.window_id,
+                        "partition": w.partition, "error_type": w.error_type,
+                        "reason": w.reason, "attempts": w.attempts,
+                        "parked_at": w.parked_at, "event_ids": [e.event_id for e in w.entries],
+                    }, ensure_ascii=False))
+                print(f"{len(windows)} parked window(s)", file=sys.stderr)
+                return 0
+            if not windows:
+                print("no parked window matches (give USER_ID and optionally --window-id)",
+                      file=sys.stderr)
+                return 1
+            if args.action == "retry":
+                from aiokafka import AIOKafkaProducer
+
+                producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
+                                            acks="all", enable_idempotence=True)
+                await producer.start()
+                try:
+                    for w in windows:
+                        for e in w.entries:
+                            await producer.send_and_wait(settings.kafka.input_topic, e.value,
+                                                         key=w.user_id.encode())
+                        await buffer.unpark(w.user_id, w.window_id)
+                        print(f"retried {w.user_id}/{w.window_id}: {len(w.entries)} records "
+                              f"re-produced to {settings.kafka.input_topic}")
+                finally:
+                    await producer.stop()
+                return 0
+            for w in windows:  # drop
+                await buffer.unpark(w.user_id, w.window_id)
+                print(f"dropped {w.user_id}/{w.window_id} ({len(w.entries)} events)")
+            return 0
+        finally:
+            await store.aclose()
+
+    return asyncio.run(_run())
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     """Serve the read API: current summary, history pages, as-of reads, token-guarded rollback."""
     import signal
@@ -374,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("get", "history"):
         p = sub.add_parser(name, help=cmd_read.__doc__)
         p.add_argument("user_id")
+    pk = sub.add_parser("parked", help=cmd_parked.__doc__)
+    pk.add_argument("action", choices=["list", "retry", "drop"])
+    pk.add_argument("user_id", nargs="?", help="only this user's windows (required by drop)")
+    pk.add_argument("--window-id", help="only this window")
+    pk.add_argument("--limit", type=int, default=100)
     ap = sub.add_parser("api", help=cmd_api.__doc__)
     ap.add_argument("--host", help="listen address (default: STREAMER_API__HOST)")
     ap.add_argument("--port", type=int, help="listen port (default: STREAMER_API__PORT)")
@@ -398,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
         "get": cmd_read,
         "history": cmd_read,
         "api": cmd_api,
+        "parked": cmd_parked,
     }
     try:
         return handlers[args.command](args)

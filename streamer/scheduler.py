@@ -173,8 +173,11 @@ class Scheduler:
             entries = await self.buffer.read(user_id, self.max_read_events)
             more = len(entries) >= self.max_read_events
             entries = await self._drop_conflicts(user_id, entries)
+            decoded = {id(e): self.decode(e) for e in entries}
+            # chronological, then input order (a redelivered copy keeps its event time)
+            entries.sort(key=lambda e: (decoded[id(e)].occurred_at, e.offset))
             for chunk in self.chain(entries):
-                events = [self.decode(e) for e in chunk]
+                events = [decoded[id(e)] for e in chunk]
                 result = await self.updater.apply(
                     user_id, events, trace=_trace(chunk), guard=self._guard(partition))
                 if result.outcome is Outcome.REJECTED_OUTPUT:

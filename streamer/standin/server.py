@@ -90,6 +90,11 @@ class FaultConfig(BaseModel):
     """Which malformed output to produce."""
     fail_next: int = Field(0, ge=0)
     """The next N chat requests fail with ``error_status`` (counts down)."""
+    refuse_matching: str | None = None
+    """Chat requests whose messages contain this text are refused with ``refuse_status``, every
+    time (a server rejecting one kind of prompt, e.g. a content filter)."""
+    refuse_status: Literal[400, 413, 422] = 400
+    """HTTP status of refused requests."""
 
 
 class StandinConfig(BaseModel):
@@ -539,6 +544,11 @@ class Standin:
         prompt_tokens = count_chat_tokens(messages)
         max_tokens = self._check_length(prompt_tokens, _max_tokens(body))
 
+        needle = self.faults.refuse_matching
+        if needle and any(needle in str(m.get("content", "")) for m in messages):
+            raise _RequestError(self.faults.refuse_status,
+                                "The request was refused by the server's content policy.",
+                                "BadRequestError")
         fault, malformed = self.decide_fault()
         if fault is not None and fault[0] == "error":
             return _injected_error(fault[1])

@@ -58,12 +58,6 @@ def decode_interaction(
     """
     if value is None:
         raise InvalidEventError("empty_value", "record has no value (tombstone?)")
-    if require_key and key is None:
-        raise InvalidEventError(
-            "missing_key",
-            "record has no key; producers must key every record by its user_id "
-            "(events are partitioned by user)",
-        )
     if len(value) > max_bytes:
         raise InvalidEventError("oversized", f"value is {len(value)} bytes > limit {max_bytes}")
     try:
@@ -94,6 +88,12 @@ def decode_interaction(
             f"(supported: {SUPPORTED_SCHEMA_VERSIONS})",
         )
     event = _validate(doc)
+    if require_key and key is None:
+        raise InvalidEventError(
+            "missing_key",
+            "record has no key; producers must key every record by its user_id "
+            "(events are partitioned by user)",
+        )
     if key is not None and key != event.user_id.encode("utf-8", "surrogatepass"):
         raise InvalidEventError(
             "key_mismatch", "record key must be the user_id (events are partitioned by user)"
