@@ -105,6 +105,8 @@ class UpdateFlow:
         self.positions: dict[tuple[str, int], int] = {}
         self.intake_error: str | None = None
         self.closing = False
+        self._started = time.monotonic()
+        self._first_batch = True
         scheduler.owns = self.owns
         scheduler.on_finished = self._finished
         scheduler.on_conflict = self._conflict
@@ -128,6 +130,11 @@ class UpdateFlow:
         records.  Returns once every record is either buffered or dead-lettered."""
         now_dt = datetime.now(UTC)
         now = self.clock()
+        if self._first_batch and records:
+            self._first_batch = False
+            log.info("first records consumed %.1fs after start: %d records, first %s[%d]@%d",
+                     time.monotonic() - self._started, len(records), records[0].topic,
+                     records[0].partition, records[0].offset)
         entries: dict[tuple[str, str, str], PendingEntry] = {}
         for m in records:
             self.stats.consumed += 1

@@ -90,6 +90,8 @@ class FaultConfig(BaseModel):
     """Which malformed output to produce."""
     fail_next: int = Field(0, ge=0)
     """The next N chat requests fail with ``error_status`` (counts down)."""
+    extra_latency_ms: float = Field(0.0, ge=0.0)
+    """Added to every chat reply's simulated latency (a slow server, set at run time)."""
     refuse_matching: str | None = None
     """Chat requests whose messages contain this text are refused with ``refuse_status``, every
     time (a server rejecting one kind of prompt, e.g. a content filter)."""
@@ -450,7 +452,7 @@ class Standin:
     def latency_s(self, completion_tokens: int) -> float:
         """Simulated generation time: TTFT + per-token cost (+ seeded jitter)."""
         cfg = self.config
-        ms = cfg.ttft_ms + cfg.per_token_ms * completion_tokens
+        ms = cfg.ttft_ms + cfg.per_token_ms * completion_tokens + self.faults.extra_latency_ms
         if cfg.jitter_ms:
             ms += self._jitter_rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)
         return max(0.0, ms) / 1000.0

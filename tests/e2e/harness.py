@@ -150,9 +150,11 @@ class Stack:
         problems = await ensure_topics(self.kafka_settings())
         assert problems == [], problems
 
-    def start_worker(self, log_dir: Path, name: str = "worker") -> Proc:
+    def start_worker(self, log_dir: Path, name: str = "worker",
+                     env: dict[str, str] | None = None) -> Proc:
         port = free_port()
-        return spawn(name, [sys.executable, "-m", "streamer", "worker"], self.env(port), log_dir)
+        return spawn(name, [sys.executable, "-m", "streamer", "worker"],
+                     {**self.env(port), **(env or {})}, log_dir)
 
 
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
@@ -396,10 +398,36 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
     """The consumer group's committed offsets on ``topic`` (partition -> next offset to read)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from aiokafka.errors import KafkaError
+
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        offsets = await admin.list_consumer_group_offsets(group)
+        for attempt in range(40):  # a fresh broker elects the group coordinator lazily
+            try:
+                offsets = await admin.list_consumer_group_offsets(group)
+                break
+            except KafkaError:
+                if attempt == 39:
+                    raise
+                await asyncio.sleep(0.25)
     finally:
         await admin.close()
     return {tp.partition: meta.offset for tp, meta in offsets.items() if tp.topic == topic}
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end offset (the next offset to be written) of ``topic``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001
+            parts = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+    finally:
+        await consumer.stop()
+    return {tp.partition: off for tp, off in ends.items()}

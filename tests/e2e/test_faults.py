@@ -39,6 +39,7 @@ import logging
 import os
 import random
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -62,6 +63,7 @@ from tests.e2e.harness import (
     Stack,
     TopicReader,
     committed_offsets,
+    end_offsets,
     grep_log,
     locate_records,
     log_tails,
@@ -70,6 +72,7 @@ from tests.e2e.harness import (
     start_standin,
 )
 from tests.e2e.ledger import LedgerError, LedgerReport, check_ledger, read_store
+from tests.factories import item, pairwise
 
 log = logging.getLogger("prefstream.faults")
 
@@ -273,10 +276,11 @@ class Scenario:
             start_standin, self.log_dir, *STANDIN_ARGS)
         env = {
             "STREAMER_WINDOW__MAX_AGE_S": "1",
-            # faust's own knobs (faust reads them from the environment): a SIGKILLed member
-            # leaves the group after 6 s instead of 60 s, so a restart resumes quickly
-            "BROKER_SESSION_TIMEOUT": "6",
-            "BROKER_HEARTBEAT_INTERVAL": "1",
+            # a SIGKILLed member without a static id leaves the group after 6 s
+            "STREAMER_KAFKA__SESSION_TIMEOUT_S": "6",
+            "STREAMER_KAFKA__HEARTBEAT_INTERVAL_S": "1",
+            "STREAMER_WINDOW__RETRY_BACKOFF_S": "0.5",
+            "STREAMER_WINDOW__RETRY_BACKOFF_MAX_S": "4",
             **(extra_env or {}),
         }
         self.stack = Stack(self.infra.bootstrap, self.infra.cassandra_port, self.suffix,
@@ -322,11 +326,26 @@ class Scenario:
 
     # -- workers -----------------------------------------------------------------------------
 
-    def start_worker(self) -> Proc:
-        proc = self.stack.start_worker(self.log_dir, f"{self.name}-worker-{len(self.workers) + 1}")
+    def start_worker(self, instance: str | None = None) -> Proc:
+        """Start a worker; ``instance`` is its static group membership id (a pod name: a
+        restart with the same id reclaims its partitions without waiting for a rebalance)."""
+        env = {"STREAMER_KAFKA__GROUP_INSTANCE_ID": instance} if instance else {}
+        proc = self.stack.start_worker(self.log_dir, f"{self.name}-worker-{len(self.workers) + 1}",
+                                       env)
+        proc.started_at = time.monotonic()
         self.workers.append(proc)
         self.expect_alive.add(proc.name)
         return proc
+
+    async def first_consumed_s(self, proc: Proc, *, timeout_s: float = 60) -> float:
+        """Seconds from spawning ``proc`` to its log line for the first records consumed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if grep_log(proc, "first records consumed", limit=1):
+                return round(time.monotonic() - proc.started_at, 1)
+            await self.sleep(0.1)
+        self.fail(f"{proc.name} consumed nothing within {timeout_s:.0f}s of its start")
+        return 0.0
 
     async def kill(self, proc: Proc) -> None:
         self.expect_alive.discard(proc.name)
@@ -542,7 +561,8 @@ async def test_a_repeated_sigkill_and_restart(scenario):
     sc = scenario
     await sc.setup()
     stream = build_stream(SEED + 1, n_users=16, per_user=(10, 14))
-    worker = sc.start_worker()
+    pod = f"{sc.name}-pod"  # restarted in place, as a StatefulSet/Deployment pod would be
+    worker = sc.start_worker(pod)
     # slow enough to still be flowing at the last kill; the rest goes at once afterwards
     feed = sc.feed(stream.records, batch=2, interval_s=0.5)
     eid_of = {v: e for _k, v, e in stream.valid}
@@ -568,8 +588,13 @@ async def test_a_repeated_sigkill_and_restart(scenario):
                       "mid_stream": working and outstanding > 0 and not feed.done()})
         sc.result["kills"] = len(kills)
         await asyncio.sleep(sc.rng.uniform(0.0, 1.0))
-        worker = sc.start_worker()
+        worker = sc.start_worker(pod)
+        if not feed.done():
+            kills[-1]["restart_to_first_consumed_s"] = await sc.first_consumed_s(worker)
     sc.result["kill_log"] = kills
+    failover = [k["restart_to_first_consumed_s"] for k in kills
+                if "restart_to_first_consumed_s" in k]
+    sc.result["restart_to_first_consumed_s"] = failover
     await sc.wait_progress(len(sc.changes), timeout_s=60,
                            what=f"{worker.name} to resume after the last kill",
                            idle=idle)
@@ -585,73 +610,58 @@ async def test_a_repeated_sigkill_and_restart(scenario):
 
 
 # ---------------------------------------------------------------------------------------------
-# a2. the deterministic core of (a): an offset is never committed past a pending event
+# a2. long windows: input committed promptly while windows stay open; SIGKILL loses nothing
 # ---------------------------------------------------------------------------------------------
+
+COMMIT_INTERVAL_S = 1.0
 
 
 @pytest.mark.timeout(150)
-async def test_a2_offset_never_committed_past_a_pending_event(scenario):
-    """One partition, three users.  W's four events close W's window and get committed; then
-    X's single event waits in its window (closed by age only) while Y's four events after it
-    close Y's window at once and are acknowledged.  The committed offset must stay at X's event
-    until X's version is stored; then a SIGKILL must not lose X."""
+async def test_a2_long_windows_commit_promptly_and_sigkill_loses_nothing(scenario):
+    """Windows stay open for 20 s; the input offsets must still be committed within a commit
+    interval (+1 s) of being produced, with nothing applied yet.  Then a SIGKILL: the restarted
+    worker re-reads no input (all of it was committed), rebuilds the open windows from the
+    durable buffer, and applies every event once."""
     sc = scenario
-    age_s = 8.0
-    await sc.setup({"STREAMER_WINDOW__MAX_AGE_S": str(age_s)})
-    by_user = defaultdict(list)
-    for r in generate_events(3, 4, seed=SEED + 6):
-        by_user[r["user_id"]].append(r)
-    w, x, y = (by_user[u] for u in sorted(by_user))
-    x = x[:1]
-    worker = sc.start_worker()
+    age_s = 20.0
+    await sc.setup({"STREAMER_WINDOW__MAX_AGE_S": str(age_s), "STREAMER_WINDOW__MAX_EVENTS": "1000",
+                    "STREAMER_KAFKA__COMMIT_INTERVAL_S": str(COMMIT_INTERVAL_S)})
+    stream = build_stream(SEED + 6, n_users=24, per_user=(3, 5), invalid_rate=0.0)
+    pod = f"{sc.name}-pod"
+    worker = sc.start_worker(pod)
     group = f"e2e-{sc.suffix}"
-
-    async def send(records, partition=0):
-        futures = [await sc.feeder.producer.send(sc.stack.input_topic, encode_record(r),
-                                                 key=r["user_id"].encode(), partition=partition)
-                   for r in records]
-        sc.feeder.sent += len(futures)
-        return [(await f).offset for f in futures]
-
-    async def committed_now() -> dict[int, int]:
-        return await committed_offsets(sc.infra.bootstrap, group, sc.stack.input_topic)
-
-    w_end = (await send(w))[-1] + 1  # a full window: applied, acknowledged, committed
-    await sc.wait_applied({r["event_id"] for r in w}, timeout_s=60, what="W's window")
-    deadline = time.monotonic() + 20
-    while (await committed_now()).get(0) != w_end:
-        if time.monotonic() > deadline:
-            sc.fail(f"partition 0 never committed at {w_end} after W's window was applied: "
-                    f"committed {await committed_now()}")
-        await sc.sleep(0.5)
-    x_offset = (await send(x))[0]
-    y_end = (await send(y))[-1] + 1
+    await sc.feeder.send(stream.records)
     t_sent = time.monotonic()
-    await sc.wait_applied({r["event_id"] for r in y}, timeout_s=30, what="Y's window")
-    # X's window closes by age only; until then partition 0 must stay committed at X
+    ends = await end_offsets(sc.infra.bootstrap, sc.stack.input_topic)
     committed: dict[int, int] = {}
-    while time.monotonic() - t_sent < age_s - 2 and x[0]["event_id"] not in sc.applied:
-        committed = await committed_now()
-        if committed.get(0, -1) > x_offset:
+    while time.monotonic() - t_sent < 30:
+        committed = await committed_offsets(sc.infra.bootstrap, group, sc.stack.input_topic)
+        if all(committed.get(p, -1) >= end for p, end in ends.items()):
             break
-        await sc.sleep(0.5)
-    x_applied = x[0]["event_id"] in sc.applied
-    sc.result["offsets"] = {"w_end": w_end, "x_event_offset": x_offset, "y_end": y_end,
-                            "committed_while_x_pending": committed,
-                            "x_applied_at_check": x_applied,
-                            "checked_for_s": round(time.monotonic() - t_sent, 1)}
-    if not x_applied and committed.get(0, -1) > x_offset:
-        sc.fail(f"partition 0 was committed at offset {committed[0]} while the event at offset "
-                f"{x_offset} ({x[0]['event_id']}) was still pending in its window, so a crash "
-                "now loses it: acknowledged offsets may only be committed up to the first "
-                "unacknowledged one (the offsets acknowledged were "
-                f"{w_end}..{y_end - 1} minus {x_offset})")
+        await sc.sleep(0.2)
+    lag_s = round(time.monotonic() - t_sent, 1)
+    applied_before_kill = len(sc.applied)
+    sc.result["commit"] = {"end_offsets": ends, "committed": committed,
+                           "produced_to_all_committed_s": lag_s,
+                           "events_applied_when_committed": applied_before_kill}
+    if not all(committed.get(p, -1) >= end for p, end in ends.items()):
+        sc.fail(f"input offsets not committed 30 s after producing: committed {committed}, "
+                f"end offsets {ends}: open windows must not hold back commits")
+    if applied_before_kill:
+        sc.fail(f"{applied_before_kill} events applied before their {age_s:.0f}s windows closed")
     await sc.kill(worker)
     sc.result["kills"] = 1
-    sc.start_worker()
-    produced = {rs[0]["user_id"]: [r["event_id"] for r in rs] for rs in (w, x, y)}
-    await sc.verify(Stream(records=[], produced=produced, valid=[], invalid_values=[]),
-                    timeout_s=age_s + 60)
+    worker = sc.start_worker(pod)
+    await sc.sleep(4.0)  # the restarted worker is up and owns its partitions by now
+    reread = grep_log(worker, "first records consumed", limit=1)
+    sc.result["records_reread_after_restart"] = 0 if not reread else reread[0][-160:]
+    if reread:
+        sc.fail(f"the restarted worker re-read committed input: {reread[0][-200:]}")
+    await sc.verify(stream, timeout_s=age_s + 60)
+    rebuilt = grep_log(worker, "rebuilt", limit=10)
+    sc.result["windows_rebuilt_log"] = shorten(rebuilt, 160)
+    if not rebuilt:
+        sc.fail("the restarted worker did not rebuild pending windows from the buffer")
     sc.finish()
 
 
@@ -905,4 +915,229 @@ async def test_f_broker_restart(scenario, private_infra):
     await sc.verify(stream, timeout_s=150)
     sc.check_alive()
     assert worker.popen.poll() is None, "the worker did not survive the broker restart"
+    sc.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# g. a poison user among 20 healthy users: parked, and the partition keeps committing
+# ---------------------------------------------------------------------------------------------
+
+POISON_MARKER = "ZZ-REFUSED-BY-CONTENT-FILTER"
+
+
+def poison_stream(user: str, n: int = 7) -> tuple[list[tuple[bytes, bytes]], list[str]]:
+    """Valid pairwise choices of ``user`` whose item titles contain a marker the stand-in
+    refuses (400), so every update of this user fails permanently."""
+    records, ids = [], []
+    for i in range(n):
+        e = pairwise(f"{user}-{i:04d}", user_id=user, minutes=i,
+                     chosen=item(f"pc{i}", title=f"{POISON_MARKER} chosen {i}", abstract="a"),
+                     rejected=item(f"pr{i}", title=f"{POISON_MARKER} other {i}", abstract="b"))
+        records.append((user.encode(), e.model_dump_json().encode()))
+        ids.append(e.event_id)
+    return records, ids
+
+
+@pytest.mark.timeout(200)
+async def test_g_poison_user_is_parked_and_partitions_keep_committing(scenario):
+    sc = scenario
+    await sc.setup({"STREAMER_WINDOW__PARK_AFTER_ATTEMPTS": "3",
+                    "STREAMER_WINDOW__RETRY_BACKOFF_S": "0.3"})
+    async with httpx.AsyncClient(base_url=sc.standin_url, timeout=10) as http:
+        (await http.post("/admin/faults", json={"refuse_matching": POISON_MARKER})).raise_for_status()
+    stream = build_stream(SEED + 7, n_users=20, per_user=(6, 10))
+    poison, poison_ids = poison_stream("user-poison")
+    records = list(stream.records)
+    for i, rec in enumerate(poison):  # spread through the stream
+        records.insert((i + 1) * len(records) // (len(poison) + 1), rec)
+    sc.start_worker()
+    feed = sc.feed(records, batch=6, interval_s=0.3)
+    await feed
+    await sc.verify(stream, timeout_s=90)
+    leaked = set(poison_ids) & sc.applied
+    if leaked:
+        sc.fail(f"refused events were applied: {sorted(leaked)[:5]}")
+    group = f"e2e-{sc.suffix}"
+    ends = await end_offsets(sc.infra.bootstrap, sc.stack.input_topic)
+    deadline = time.monotonic() + 20
+    while True:
+        committed = await committed_offsets(sc.infra.bootstrap, group, sc.stack.input_topic)
+        if all(committed.get(p, -1) >= e for p, e in ends.items()) or time.monotonic() > deadline:
+            break
+        await sc.sleep(0.5)
+    sc.result["offsets"] = {"end": ends, "committed": committed}
+    if not all(committed.get(p, -1) >= e for p, e in ends.items()):
+        sc.fail(f"a partition stopped committing behind the poison user: committed {committed}, "
+                f"end offsets {ends}")
+    # every poison event ends up parked (once its windows used their attempts)
+    deadline = time.monotonic() + 60
+    parked_ids: set[str] = set()
+    while time.monotonic() < deadline:
+        out = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "streamer", "parked", "list", "user-poison"],
+            env={**os.environ, **sc.stack.env(0)}, capture_output=True, text=True, timeout=60)
+        parked = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+        parked_ids = {e for w in parked for e in w["event_ids"]}
+        if parked_ids >= set(poison_ids):
+            break
+        await sc.sleep(1.0)
+    notices = [SummaryUpdateFailed.model_validate_json(m.value) for m in await read_topic(
+        sc.infra.bootstrap, sc.stack.kafka_settings().failures_topic, idle_s=1.0, max_s=10)]
+    mine = [n for n in notices if n.user_id == "user-poison"]
+    sc.result["poison"] = {"events": len(poison_ids), "parked_events": len(parked_ids),
+                           "parked_windows": len(parked), "notices": len(mine),
+                           "distinct_notice_ids": len({n.event_id for n in mine}),
+                           "error_types": sorted({w["error_type"] for w in parked})}
+    if parked_ids != set(poison_ids):
+        sc.fail(f"poison events not all parked: missing {sorted(set(poison_ids) - parked_ids)}")
+    if not 1 <= len({n.event_id for n in mine}) <= 5:
+        sc.fail(f"{len(mine)} failure notices for the poison user (want 1..5)")
+    if any(n.user_id != "user-poison" for n in notices):
+        sc.fail("failure notices for healthy users")
+    sc.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# h. a transactional upstream producer: one event per transaction, some aborted
+# ---------------------------------------------------------------------------------------------
+
+
+def renamed(valid: list[tuple[bytes, bytes, str]], prefix: str) -> list[tuple[bytes, bytes, str]]:
+    """The same events under other user and event ids (no clash with another stream's ids)."""
+    out = []
+    for _k, v, e in valid:
+        doc = json.loads(v)
+        doc["user_id"], doc["event_id"] = f"{prefix}{doc['user_id']}", f"{prefix}{e}"
+        out.append((doc["user_id"].encode(), encode_record(doc), doc["event_id"]))
+    return out
+
+
+@pytest.mark.timeout(200)
+async def test_h_transactional_upstream_one_event_per_transaction(scenario):
+    sc = scenario
+    await sc.setup()
+    stream = build_stream(SEED + 8, n_users=12, per_user=(6, 9), invalid_rate=0.0)
+    aborted = renamed(build_stream(SEED + 80, n_users=4, per_user=(2, 3), invalid_rate=0.0).valid,
+                      "aborted-")
+    sc.start_worker()
+    producer = AIOKafkaProducer(bootstrap_servers=sc.infra.bootstrap,
+                                transactional_id=f"upstream-{sc.suffix}", acks="all")
+    await producer.start()
+    n_aborted = 0
+    try:
+        bad = iter(aborted)
+        for i, (key, value) in enumerate(stream.records):
+            async with producer.transaction():
+                await producer.send_and_wait(sc.stack.input_topic, value, key=key)
+            if i % 7 == 3:  # an aborted transaction: its record must never be applied
+                k, v, _e = next(bad, (None, None, None))
+                if k is not None:
+                    await producer.begin_transaction()
+                    await producer.send_and_wait(sc.stack.input_topic, v, key=k)
+                    await producer.abort_transaction()
+                    n_aborted += 1
+    finally:
+        await producer.stop()
+    sc.feeder.sent += len(stream.records) + n_aborted
+    await sc.verify(stream, timeout_s=90)
+    aborted_ids = {e for _k, _v, e in aborted[:n_aborted]}
+    leaked = aborted_ids & sc.applied
+    ends = await end_offsets(sc.infra.bootstrap, sc.stack.input_topic)
+    deadline = time.monotonic() + 15
+    while True:
+        committed = await committed_offsets(sc.infra.bootstrap, f"e2e-{sc.suffix}",
+                                            sc.stack.input_topic)
+        # the last record of a partition is followed by its transaction's commit marker, which
+        # no record moves past: committed may stay one short of the end offset
+        if all(committed.get(p, -1) >= e - 1 for p, e in ends.items()) or \
+                time.monotonic() > deadline:
+            break
+        await sc.sleep(0.5)
+    sc.result["transactions"] = {"committed": len(stream.records), "aborted": n_aborted,
+                                 "end_offsets": ends, "committed_offsets": committed}
+    if leaked:
+        sc.fail(f"records of aborted transactions were applied: {sorted(leaked)}")
+    if not all(committed.get(p, -1) >= e - 1 for p, e in ends.items()):
+        sc.fail(f"commits stopped on transactional input: committed {committed}, ends {ends}")
+    sc.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# i. a rebalance while model calls are slow: the old owner finishes calls after losing the
+#    partition and must neither store nor publish them
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(220)
+async def test_i_stale_owner_after_rebalance_is_fenced(scenario):
+    sc = scenario
+    await sc.setup()
+    stream = build_stream(SEED + 9, n_users=24, per_user=(6, 9))
+    first = sc.start_worker()
+    async with httpx.AsyncClient(base_url=sc.standin_url, timeout=10) as http:
+        (await http.post("/admin/faults", json={"extra_latency_ms": 6000})).raise_for_status()
+        feed = sc.feed(stream.records, batch=8, interval_s=0.3)
+        await sc.sleep(4.0)  # many windows in flight on the first worker, all slow
+        second = sc.start_worker()
+        sc.result["rebalances"] = 1
+        await sc.sleep(12.0)  # the first worker's slow calls end after the hand-over
+        (await http.post("/admin/faults", json={})).raise_for_status()
+    await feed
+    await sc.verify(stream, timeout_s=120)
+    abandoned = grep_log(first, "update abandoned", limit=100000)
+    sc.result["fenced_updates"] = len(abandoned)
+    sc.result["windows_per_worker"] = {
+        p.name: len(grep_log(p, "window done", limit=100000)) for p in (first, second)}
+    # per user, versions on the summaries topic only go up, and the last is the highest stored
+    snapshot = await asyncio.to_thread(read_store, sc.infra.cassandra_port, sc.stack.keyspace)
+    seen: dict[str, int] = {}
+    backwards = []
+    for c in sc.changes:
+        if c.version < seen.get(c.user_id, 0):
+            backwards.append((c.user_id, seen[c.user_id], c.version))
+        seen[c.user_id] = max(seen.get(c.user_id, 0), c.version)
+    last = {}
+    for c in sc.changes:
+        last[c.user_id] = c.version
+    stale_last = {u: (v, snapshot.history[u][-1].version) for u, v in last.items()
+                  if snapshot.history.get(u) and v != snapshot.history[u][-1].version}
+    sc.result["ordering"] = {"backwards": backwards[:10], "last_not_highest": stale_last}
+    if backwards:
+        sc.fail(f"versions went backwards on the summaries topic: {backwards[:5]}")
+    if stale_last:
+        sc.fail(f"last change event per user is not the highest stored version: {stale_last}")
+    if not abandoned:
+        sc.fail("the scenario was vacuous: no in-flight update of a revoked partition was fenced")
+    sc.finish()
+
+
+# ---------------------------------------------------------------------------------------------
+# j. a replay of records older than the dedupe horizon: dead-lettered, never applied
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(150)
+async def test_j_replay_beyond_the_dedupe_horizon(scenario):
+    sc = scenario
+    await sc.setup({"STREAMER_CASSANDRA__DEDUPE_TTL_S": "3600"})
+    fresh = build_stream(SEED + 10, n_users=6, per_user=(4, 6), invalid_rate=0.0)
+    old = renamed(build_stream(SEED + 11, n_users=4, per_user=(3, 4), invalid_rate=0.0).valid,
+                  "old-")
+    sc.start_worker()
+    two_hours_ago = int((time.time() - 7200) * 1000)
+    futures = [await sc.feeder.producer.send(sc.stack.input_topic, v, key=k,
+                                             timestamp_ms=two_hours_ago)
+               for k, v, _e in old]
+    await asyncio.gather(*futures)
+    await sc.feeder.send(fresh.records)
+    report = await sc.verify(fresh, timeout_s=60, extra_dlq_ok={v for _k, v, _e in old})
+    dlq = await read_topic(sc.infra.bootstrap, sc.stack.dlq_topic, idle_s=1.0, max_s=10)
+    reasons = Counter(DeadLetter.from_headers(m.headers).error_type for m in dlq)
+    leaked = {e for _k, _v, e in old} & sc.applied
+    sc.result["beyond_horizon"] = {"records": len(old), "dead_letters": dict(reasons)}
+    if leaked:
+        sc.fail(f"records beyond the dedupe horizon were applied: {sorted(leaked)[:5]}")
+    if reasons.get("beyond_dedupe_horizon", 0) != len(old):
+        sc.fail(f"expected {len(old)} beyond_dedupe_horizon dead letters, got {dict(reasons)}")
+    assert report.events_checked == len(fresh.valid)
     sc.finish()
