@@ -151,8 +151,8 @@ class Stack:
         assert problems == [], problems
 
     def start_worker(self, log_dir: Path, name: str = "worker",
-                     env: dict[str, str] | None = None) -> Proc:
-        port = free_port()
+                     env: dict[str, str] | None = None, port: int | None = None) -> Proc:
+        port = port or free_port()
         return spawn(name, [sys.executable, "-m", "streamer", "worker"],
                      {**self.env(port), **(env or {})}, log_dir)
 
@@ -397,7 +397,6 @@ async def locate_records(bootstrap: str, topic: str, event_ids: Iterable[str]) -
 async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     """The consumer group's committed offsets on ``topic`` (partition -> next offset to read)."""
     from aiokafka.admin import AIOKafkaAdminClient
-
     from aiokafka.errors import KafkaError
 
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)

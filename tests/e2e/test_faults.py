@@ -64,6 +64,7 @@ from tests.e2e.harness import (
     TopicReader,
     committed_offsets,
     end_offsets,
+    free_port,
     grep_log,
     locate_records,
     log_tails,
@@ -268,6 +269,7 @@ class Scenario:
     _pump: asyncio.Task | None = None
     feeder: Feeder | None = None
     tasks: list[asyncio.Task] = field(default_factory=list)
+    pod_ports: dict[str, int] = field(default_factory=dict)
 
     # -- set-up / tear-down --------------------------------------------------------------------
 
@@ -330,8 +332,10 @@ class Scenario:
         """Start a worker; ``instance`` is its static group membership id (a pod name: a
         restart with the same id reclaims its partitions without waiting for a rebalance)."""
         env = {"STREAMER_KAFKA__GROUP_INSTANCE_ID": instance} if instance else {}
+        # a restarted pod keeps its port (faust's assignment metadata carries the worker URL)
+        port = self.pod_ports.setdefault(instance, free_port()) if instance else None
         proc = self.stack.start_worker(self.log_dir, f"{self.name}-worker-{len(self.workers) + 1}",
-                                       env)
+                                       env, port)
         proc.started_at = time.monotonic()
         self.workers.append(proc)
         self.expect_alive.add(proc.name)
