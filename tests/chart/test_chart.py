@@ -58,6 +58,7 @@ NOT_IN_CONFIG = {
     "STREAMER_STORE": "Cassandra only in Kubernetes; SQLite is the embedded demo",
     "STREAMER_SQLITE_PATH": "SQLite is the embedded demo",
     "STREAMER_MODEL__BASE_URLS": "rendered from model.endpoints or the vLLM pool",
+    "STREAMER_KAFKA__GROUP_INSTANCE_ID": "per pod: the pod name (worker.staticMembership)",
 }
 SECRET_ENV = {"STREAMER_MODEL__API_KEY", "STREAMER_CASSANDRA__PASSWORD", "STREAMER_API__TOKEN"}
 
@@ -690,7 +691,7 @@ def test_chart_config_covers_every_setting():
 
 def _secret_refs(container: dict) -> dict[str, tuple[str, str]]:
     return {name: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
-            for name, e in env_of(container).items() if "valueFrom" in e}
+            for name, e in env_of(container).items() if "secretKeyRef" in e.get("valueFrom", {})}
 
 
 def _container(docs, comp: str) -> dict:
@@ -914,3 +915,11 @@ def test_notes_render(values_file, tmp_path):
     assert values["config"]["kafka"]["inputTopic"] in notes
     if values["api"]["enabled"]:
         assert "/readyz" in notes
+
+
+def test_worker_static_membership_uses_the_pod_name():
+    env = env_of(_container(render(), "worker"))
+    ref = env["STREAMER_KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert ref == "metadata.name"
+    off = env_of(_container(render(sets=("worker.staticMembership=false",)), "worker"))
+    assert "STREAMER_KAFKA__GROUP_INSTANCE_ID" not in off
