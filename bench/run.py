@@ -1,6 +1,6 @@
 """`make bench`: start a private Kafka + Cassandra, run the benchmarks, write bench/results/.
 
-    python -m bench.run [--quick] [--only stream,store,pool,fresh,scale] [--name NAME]
+    python -m bench.run [--quick] [--only ingest,store,long,overload,users,pool,fresh] [--name NAME]
 
 Nothing here asserts on time: every number is measured and reported (ratios are taken side by
 side in the same run), and SUMMARY.md says which targets were met.
@@ -17,17 +17,19 @@ import traceback
 from .common import RESULTS_DIR, infra, machine_info, say, start_standin
 from .report import write_plots, write_summary
 
-PHASES = ("stream", "store", "pool", "fresh", "scale")
+PHASES = ("ingest", "store", "long", "overload", "users", "pool", "fresh")
 
 SIZES = {
-    "quick": {"stream_events": 5000, "store_users": 32, "store_versions": 5, "store_rounds": 1,
+    "quick": {"ingest_events": 5000, "store_users": 32, "store_versions": 5, "store_rounds": 1,
+              "long_users": 5000, "long_trickle_s": 10, "long_rate": 200,
+              "overload_s": 20, "overload_warm_s": 5, "users": 50_000,
               "pool_users": 1000, "pool_per_user": 10, "pool_rate": 150, "pool_s": 30,
-              "pool_warm_s": 10, "fresh_s": 12, "scale": [100, 1000, 10000],
-              "scale_updates": 2000},
-    "full": {"stream_events": 100_000, "store_users": 32, "store_versions": 40, "store_rounds": 3,
+              "pool_warm_s": 10, "fresh_s": 12},
+    "full": {"ingest_events": 100_000, "store_users": 32, "store_versions": 40, "store_rounds": 3,
+             "long_users": 100_000, "long_trickle_s": 30, "long_rate": 400,
+             "overload_s": 40, "overload_warm_s": 10, "users": 1_000_000,
              "pool_users": 4000, "pool_per_user": 12, "pool_rate": 300, "pool_s": 90,
-             "pool_warm_s": 20, "fresh_s": 40, "scale": [100, 1000, 10_000, 100_000],
-             "scale_updates": 5000},
+             "pool_warm_s": 20, "fresh_s": 40},
 }
 
 
@@ -37,7 +39,7 @@ async def run(args: argparse.Namespace) -> dict:
     results: dict = {"name": args.name, "mode": "quick" if args.quick else "full",
                      "machine": machine_info(), "sizes": size, "benchmarks": {}, "errors": {}}
     t_start = time.monotonic()
-    needs_infra = bool(only & {"stream", "store", "pool", "fresh"})
+    needs_infra = bool(only & {"ingest", "store", "long", "overload", "pool", "fresh"})
     standins = []
     try:
         if needs_infra:
@@ -54,7 +56,7 @@ async def run(args: argparse.Namespace) -> dict:
                     await asyncio.to_thread(infra, "down")
                     await asyncio.sleep(15)
             say(f"infra up in {results['infra_up_s']}s")
-        if only & {"stream", "pool", "fresh"}:
+        if only & {"ingest", "long", "overload", "pool", "fresh"}:
             from .pool_fresh import N_STANDINS, STANDIN
 
             for i in range(N_STANDINS):
@@ -76,13 +78,18 @@ async def run(args: argparse.Namespace) -> dict:
                 results["errors"][name] = traceback.format_exc()
                 return None
 
-        from .pool_fresh import bench_freshness, bench_pool
-        from .scale import bench_scale
-        from .stream_store import bench_store, bench_stream
+        from .durable import bench_ingest, bench_long_windows, bench_overload, bench_pending_users
+        from .pool_fresh import STANDIN, bench_freshness, bench_pool
+        from .stream_store import bench_store
 
-        await phase("stream", lambda: bench_stream(size["stream_events"], urls[0]))
+        await phase("ingest", lambda: bench_ingest(size["ingest_events"], urls[0]))
         await phase("store", lambda: bench_store(size["store_users"], size["store_versions"],
                                                  size["store_rounds"]))
+        await phase("long", lambda: bench_long_windows(size["long_users"], size["long_trickle_s"],
+                                                       size["long_rate"], urls[0]))
+        await phase("overload", lambda: bench_overload(
+            urls[0], slots=STANDIN["max_concurrency"], levels=(0.5, 1.0, 3.0),
+            duration_s=size["overload_s"], warmup_s=size["overload_warm_s"]))
         pool = await phase("pool", lambda: bench_pool(
             urls, n_users=size["pool_users"], per_user=size["pool_per_user"],
             rate=size["pool_rate"], duration_s=size["pool_s"], warmup_s=size["pool_warm_s"]))
@@ -96,10 +103,10 @@ async def run(args: argparse.Namespace) -> dict:
         await phase("fresh", lambda: bench_freshness(urls, capacity=capacity, service_s=service,
                                                      levels=(0.5, 0.9),
                                                      duration_s=size["fresh_s"]))
-        # stand-ins are no longer needed; stop them before the CPU-bound scale run
+        # stand-ins are no longer needed; stop them before the CPU-bound in-process run
         for proc, _ in standins:
             proc.stop()
-        await phase("scale", lambda: bench_scale(size["scale"], size["scale_updates"]))
+        await phase("users", lambda: bench_pending_users(size["users"]))
     finally:
         for proc, _ in standins:
             proc.stop()
