@@ -272,6 +272,7 @@ def create_app(
                 "pending_users": len(flow.index),
                 "pending_events": flow.index.pending_events(),
                 "in_flight": flow.scheduler.busy,
+                "updates_in_flight": flow.scheduler.updates,
                 "owned_partitions": sorted(flow.owned or ()),
             }
         )

@@ -53,6 +53,33 @@ class Finished:
     events: int = 0
 
 
+class BudgetedModel:
+    """A summary model behind the scheduler's model budget: at most ``slots`` calls in flight.
+
+    Updates spend part of their time outside the model call (buffer read, version claim,
+    publish); the scheduler runs up to twice as many updates as model slots, so that the pool
+    never idles while an update is writing to the store, and at most ``slots`` of them wait here
+    for a model slot."""
+
+    def __init__(self, model: Any, slots: int) -> None:
+        self.inner = model
+        self.name = getattr(model, "name", "model")
+        self.slots = slots
+        self._sem = asyncio.Semaphore(slots)
+        self.in_flight = 0
+
+    def __getattr__(self, name: str) -> Any:  # count_tokens, aclose... of the real model
+        return getattr(self.inner, name)
+
+    async def generate(self, request: Any) -> Any:
+        async with self._sem:
+            self.in_flight += 1
+            try:
+                return await self.inner.generate(request)
+            finally:
+                self.in_flight -= 1
+
+
 def digest(value: bytes) -> str:
     return hashlib.blake2b(value, digest_size=12).hexdigest()
 
@@ -95,6 +122,10 @@ class Scheduler:
         self.index = index
         self.buffer = buffer
         self.updater = updater
+        # the model budget: calls in flight are capped here, updates at twice that
+        self.model = BudgetedModel(updater.model, max_concurrency) if updater is not None else None
+        if updater is not None:
+            updater.model = self.model
         self.notices = notices
         self.decode = decode
         self.max_concurrency = max_concurrency
@@ -117,11 +148,20 @@ class Scheduler:
 
     @property
     def busy(self) -> int:
+        """Model calls in flight."""
+        return self.model.in_flight if self.model is not None else 0
+
+    @property
+    def updates(self) -> int:
         return len(self._tasks)
 
     @property
+    def max_updates(self) -> int:
+        return 2 * self.max_concurrency
+
+    @property
     def saturated(self) -> bool:
-        return len(self._tasks) >= self.max_concurrency
+        return len(self._tasks) >= self.max_updates
 
     @property
     def degraded(self) -> bool:
@@ -136,7 +176,7 @@ class Scheduler:
         if self.closing:
             return 0
         now = self.clock() if now is None else now
-        free = self.max_concurrency - len(self._tasks)
+        free = self.max_updates - len(self._tasks)
         if self.degraded:
             free = min(free, 0 if self._tasks else 1)
         if free <= 0:

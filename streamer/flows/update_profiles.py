@@ -279,8 +279,9 @@ class UpdateFlow:
             "pending_users": len(self.index),
             "oldest_pending_age_s": round(self.oldest_pending_age_s(), 1),
             "parked_users": len(s.parked_users),
-            "in_flight": s.busy,
-            "update_slots": s.max_concurrency,
+            "model_calls_in_flight": s.busy,
+            "model_slots": s.max_concurrency,
+            "updates_in_flight": s.updates,
             "saturated": s.saturated,
         }
         ready = not s.degraded and not s.closing and self.intake_error is None

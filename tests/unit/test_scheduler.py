@@ -160,15 +160,17 @@ async def test_chain_splits_by_token_estimate():
 
 
 async def test_under_overload_windows_grow_instead_of_calls_queueing():
-    s = Stack(max_events=1, concurrency=1)
+    s = Stack(max_events=1, concurrency=1)  # one model slot, two updates in flight at most
     s.model.gate = asyncio.Event()
     await s.send(ev("u1", 0))
     await s.scheduler.tick()
     for _ in range(5):
         await asyncio.sleep(0)  # the update has read its window and waits for the model
-    assert s.scheduler.saturated
+    assert s.scheduler.busy == 1
     await s.send(*[ev("u1", i) for i in range(1, 6)], ev("u2", 0))
-    assert await s.scheduler.tick() == 0  # no slot: nothing queues behind the busy one
+    assert await s.scheduler.tick() == 1  # u2 starts and waits for the model slot
+    assert s.scheduler.saturated
+    assert await s.scheduler.tick() == 0  # u1's new events wait in its (growing) window
     s.model.gate.set()
     await s.scheduler.wait_idle()
     await s.run()
@@ -176,6 +178,7 @@ async def test_under_overload_windows_grow_instead_of_calls_queueing():
     assert s.versions("u1") == [("u1-0",), tuple(f"u1-{i}" for i in range(1, 6))]
     assert s.versions("u2") == [("u2-0",)]
     assert len(s.model.requests) == 3  # 7 events, 3 calls
+    assert s.scheduler.model.in_flight == 0
 
 
 async def test_event_id_reused_with_other_content_is_dead_lettered():
