@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -48,8 +48,10 @@ class ProfileStore(Protocol):
 
     async def get_current(self, user_id: str) -> SummaryRecord | None: ...
 
-    async def append(self, record: SummaryRecord) -> None:
-        """Store ``record`` as the user's next version.
+    async def append(self, record: SummaryRecord,
+                     digests: Mapping[str, str] | None = None) -> None:
+        """Store ``record`` as the user's next version (``digests``: event id -> digest of the
+        event's bytes, kept in the dedupe index).
 
         Must raise :class:`~streamer.errors.VersionConflictError` when version
         ``record.version`` already exists or the current version is not
@@ -61,7 +63,12 @@ class ProfileStore(Protocol):
         """Which of ``event_ids`` a stored version of the user already consumed."""
         ...
 
-    async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int) -> None:
+    async def applied_digests(self, user_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+        """Of ``event_ids``, those already applied, with the digest recorded ("" if none)."""
+        ...
+
+    async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int,
+                           digests: Mapping[str, str] | None = None) -> None:
         """Record in the dedupe index that ``version`` consumed ``event_ids``."""
         ...
 

@@ -219,10 +219,15 @@ class Scheduler:
             for chunk in self.chain(entries):
                 events = [decoded[id(e)] for e in chunk]
                 result = await self.updater.apply(
-                    user_id, events, trace=_trace(chunk), guard=self._guard(partition))
+                    user_id, events, trace=_trace(chunk), guard=self._guard(partition),
+                    digests={e.event_id: e.digest for e in chunk})
                 if result.outcome is Outcome.REJECTED_OUTPUT:
                     raise OutputRejectedError(result.rejections, result.attempts,
                                               result.record.model if result.record else None)
+                if result.reused_event_ids and self.on_conflict is not None:
+                    for e in chunk:
+                        if e.event_id in result.reused_event_ids:
+                            await self.on_conflict(e, "event_id_reused")
                 results.append(result)
                 applied.extend(chunk)
                 await self._remove(user_id, chunk, None)

@@ -10,8 +10,8 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from opentelemetry.trace import SpanKind
@@ -53,6 +53,7 @@ class UpdateResult:
     rejections: tuple[str, ...] = ()
     dropped_event_ids: tuple[str, ...] = field(default=())
     summary_too_long: bool = False
+    reused_event_ids: tuple[str, ...] = ()  # applied before with other content: not applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class ProfileUpdater:
 
     async def apply(
         self, user_id: str, events: Sequence[Interaction], *, trace: WindowTrace | None = None,
-        guard: Callable[[], None] | None = None,
+        guard: Callable[[], None] | None = None, digests: Mapping[str, str] | None = None,
     ) -> UpdateResult:
         """Apply a closed window; retries version conflicts by reloading the current version.
 
@@ -117,7 +118,7 @@ class ProfileUpdater:
         with self.telemetry.window_span(user_id, len(events), trace.links) as span:
             for _ in range(self.policy.conflict_attempts):
                 try:
-                    result = await self._apply_once(user_id, events, trace, guard)
+                    result = await self._apply_once(user_id, events, trace, guard, digests)
                 except VersionConflictError:
                     log.info("version conflict for a user; reloading and retrying")
                     continue
@@ -137,17 +138,32 @@ class ProfileUpdater:
 
     async def _apply_once(
         self, user_id: str, events: Sequence[Interaction], trace: WindowTrace,
-        guard: Callable[[], None] | None = None,
+        guard: Callable[[], None] | None = None, digests: Mapping[str, str] | None = None,
+    ) -> UpdateResult:
+        reused: set[str] = set()
+        result = await self._apply_window(user_id, events, trace, guard, digests, reused)
+        if reused:
+            result = replace(result, reused_event_ids=tuple(sorted(reused)))
+        return result
+
+    async def _apply_window(
+        self, user_id: str, events: Sequence[Interaction], trace: WindowTrace,
+        guard: Callable[[], None] | None, digests: Mapping[str, str] | None, reused: set[str],
     ) -> UpdateResult:
         current = await self.store.get_current(user_id)
         self._check_regression(user_id, current)
         ids = [e.event_id for e in events]
-        indexed = await self.store.applied_event_ids(user_id, ids)
+        digests = digests or {}
+        known = await self.store.applied_digests(user_id, ids)
+        indexed = set(known)
+        # an id applied before with other content: not a duplicate, and not applied either
+        reused.update(i for i, d in known.items() if d and digests.get(i) and digests[i] != d)
         in_current = set(ids) & set(current.event_ids) if current else set()
         if current is not None and in_current - indexed:
             # a crash between the version claim and its dedupe-index write: repair the index,
             # or a later duplicate (once a newer version exists) would be applied again
-            await self.store.mark_applied(user_id, sorted(in_current - indexed), current.version)
+            await self.store.mark_applied(user_id, sorted(in_current - indexed), current.version,
+                                          digests)
         applied = indexed | in_current
         fresh = [e for e in events if e.event_id not in applied]
         if current is not None and in_current:
@@ -164,7 +180,7 @@ class ProfileUpdater:
         if not conversion.triples:  # nothing to show the model: carry the summary forward
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
                                        dropped=conversion.unpaired_event_ids, trace=trace,
-                                       guard=guard)
+                                       guard=guard, digests=digests)
             return UpdateResult(Outcome.NO_TRIPLES, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         fit = await self._fit(previous, conversion.triples)
@@ -176,7 +192,7 @@ class ProfileUpdater:
                       fit.prompt_tokens)
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
                                        dropped=tuple(e.event_id for e in fresh), trace=trace,
-                                       guard=guard)
+                                       guard=guard, digests=digests)
             return UpdateResult(Outcome.TOO_LARGE, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
@@ -187,7 +203,7 @@ class ProfileUpdater:
             )
         dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
         record = await self._store(user_id, current, fresh, summary, reply.model, reply,
-                                   dropped=dropped, trace=trace, guard=guard)
+                                   dropped=dropped, trace=trace, guard=guard, digests=digests)
         return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
                             dropped_event_ids=record.dropped_event_ids,
                             summary_too_long=fit.summary_too_long)
@@ -204,6 +220,7 @@ class ProfileUpdater:
         dropped: Sequence[str],
         trace: WindowTrace | None = None,
         guard: Callable[[], None] | None = None,
+        digests: Mapping[str, str] | None = None,
     ) -> SummaryRecord:
         """Append the next version (raises VersionConflictError) and publish its change event.
 
@@ -229,7 +246,7 @@ class ProfileUpdater:
         if guard is not None:
             guard()
         with self.telemetry.span("store_append", attributes={"prefstream.version": record.version}):
-            await self.store.append(record)
+            await self.store.append(record, digests)
         self._published_version(record.user_id, record.version)
         if guard is not None:
             guard()

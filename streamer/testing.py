@@ -17,6 +17,7 @@ class InMemoryProfileStore:
 
     def __init__(self) -> None:
         self.versions: dict[str, list[SummaryRecord]] = defaultdict(list)
+        self.digests: dict[tuple[str, str], str] = {}
 
     async def get_current(self, user_id: str) -> SummaryRecord | None:
         history = self.versions.get(user_id)
@@ -25,12 +26,18 @@ class InMemoryProfileStore:
     async def history(self, user_id: str) -> list[SummaryRecord]:
         return list(self.versions.get(user_id, []))
 
-    async def mark_applied(self, user_id: str, event_ids, version: int) -> None:
-        return None  # the fake derives the index from the stored versions
+    async def mark_applied(self, user_id: str, event_ids, version: int, digests=None) -> None:
+        for e in event_ids:  # the fake derives the index itself from the stored versions
+            if digests and e in digests:
+                self.digests.setdefault((user_id, e), digests[e])
 
     async def applied_event_ids(self, user_id: str, event_ids) -> set[str]:
         applied = {e for r in self.versions.get(user_id, []) for e in r.event_ids}
         return applied & set(event_ids)
+
+    async def applied_digests(self, user_id: str, event_ids) -> dict[str, str]:
+        return {e: self.digests.get((user_id, e), "")
+                for e in await self.applied_event_ids(user_id, event_ids)}
 
     async def history_page(
         self, user_id: str, limit: int, before_version: int | None = None
@@ -51,12 +58,13 @@ class InMemoryProfileStore:
                 return record
         return None
 
-    async def append(self, record: SummaryRecord) -> None:
+    async def append(self, record: SummaryRecord, digests=None) -> None:
         current = await self.get_current(record.user_id)
         expected = current.version if current else None
         if expected != record.previous_version or record.version != (expected or 0) + 1:
             raise VersionConflictError(f"expected previous {expected}")
         self.versions[record.user_id].append(record)
+        await self.mark_applied(record.user_id, record.event_ids, record.version, digests)
 
     async def aclose(self) -> None:
         return None

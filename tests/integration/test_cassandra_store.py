@@ -28,7 +28,7 @@ def test_migrations_are_idempotent_and_recorded(cassandra_settings):
         rows = list(session.execute(
             f"SELECT version, name FROM {cassandra_settings.keyspace}.schema_migrations"))
         assert sorted(r.name for r in rows) == ["0001_summaries.cql", "0002_applied_events.cql",
-                                                  "0003_pending.cql"]
+                                                  "0003_pending.cql", "0004_applied_digest.cql"]
     finally:
         cluster.shutdown()
 
@@ -125,3 +125,11 @@ async def test_dedupe_index_is_repaired_after_a_crash_between_claim_and_index(
     late = await updater.apply(user, [pairwise("e1", user)])  # ...then a late duplicate
     assert late.outcome is Outcome.DUPLICATE
     assert [h.event_ids for h in await store.history(user)] == [("e1",), ("e2",)]
+
+
+async def test_applied_digests_are_kept_with_the_dedupe_index(store):
+    user = "user-digest"
+    await store.append(record(user, 1, events=("a", "b")), {"a": "da", "b": "db"})
+    assert await store.applied_digests(user, ["a", "b", "c"]) == {"a": "da", "b": "db"}
+    await store.append(record(user, 2, events=("c",)))  # no digests: recorded as unknown
+    assert await store.applied_digests(user, ["c"]) == {"c": ""}

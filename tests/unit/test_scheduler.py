@@ -191,6 +191,19 @@ async def test_event_id_reused_with_other_content_is_dead_lettered():
     assert [code for code, _ in s.dlq] == ["event_id_reused"]
 
 
+async def test_event_id_reused_after_it_was_applied_is_dead_lettered_not_dropped():
+    s = Stack(max_events=1)
+    await s.send(pairwise("u1-1", user_id="u1", chosen=item("a")))
+    await s.run()
+    await s.send(pairwise("u1-1", user_id="u1", chosen=item("a")))  # a true duplicate
+    await s.run()
+    await s.send(pairwise("u1-1", user_id="u1", chosen=item("b")))  # same id, other content
+    await s.run()
+    assert s.versions("u1") == [("u1-1",)]
+    assert [code for code, _ in s.dlq] == ["event_id_reused"]
+    assert s.buffer.pending_count() == 0
+
+
 async def test_fenced_update_neither_stores_nor_publishes():
     s = Stack(max_events=1)
     s.flow.owned = {0}

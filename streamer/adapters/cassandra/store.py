@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -188,11 +188,11 @@ class CassandraProfileStore:
             f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? AND version = ?"
         )
         self._mark_applied: PreparedStatement = prep(
-            f"INSERT INTO {ks}.applied_events (user_id, event_id, version) VALUES (?, ?, ?) "
-            f"USING TTL {int(dedupe_ttl_s)}"
+            f"INSERT INTO {ks}.applied_events (user_id, event_id, version, digest) "
+            f"VALUES (?, ?, ?, ?) USING TTL {int(dedupe_ttl_s)}"
         )
         self._applied: PreparedStatement = prep(
-            f"SELECT event_id FROM {ks}.applied_events WHERE user_id = ? AND event_id IN ?"
+            f"SELECT event_id, digest FROM {ks}.applied_events WHERE user_id = ? AND event_id IN ?"
         )
         for stmt in (self._claim,):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
@@ -266,7 +266,8 @@ class CassandraProfileStore:
                 return None
             before = rows[-1].version
 
-    async def append(self, record: SummaryRecord) -> None:
+    async def append(self, record: SummaryRecord,
+                     digests: Mapping[str, str] | None = None) -> None:
         """Claim ``record.version`` (one Paxos round), then index its events and move the
         current row (plain writes).  The caller passes the version it read as
         ``record.previous_version``: no re-read here.  A version that exists already (another
@@ -279,17 +280,19 @@ class CassandraProfileStore:
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
         await asyncio.gather(
-            self.mark_applied(record.user_id, record.event_ids, record.version),
+            self.mark_applied(record.user_id, record.event_ids, record.version, digests),
             _execute(self._session, self._advance, (*values, record.version)),
         )
 
-    async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int) -> None:
+    async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int,
+                           digests: Mapping[str, str] | None = None) -> None:
         """Record that ``version`` consumed ``event_ids`` (the dedupe index)."""
         if not event_ids:
             return
+        digests = digests or {}
         batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition
         for event_id in event_ids:
-            batch.add(self._mark_applied, (user_id, event_id, version))
+            batch.add(self._mark_applied, (user_id, event_id, version, digests.get(event_id)))
         await _execute(self._session, batch)
 
     async def applied_event_ids(self, user_id: str, event_ids: Sequence[str]) -> set[str]:
@@ -297,8 +300,14 @@ class CassandraProfileStore:
         dedupe horizon)."""
         if not event_ids:
             return set()
+        return set(await self.applied_digests(user_id, event_ids))
+
+    async def applied_digests(self, user_id: str, event_ids: Sequence[str]) -> dict[str, str]:
+        """Of ``event_ids``, those a stored version consumed, with their recorded digest."""
+        if not event_ids:
+            return {}
         rows = await _execute(self._session, self._applied, (user_id, list(event_ids)))
-        return {r.event_id for r in rows}
+        return {r.event_id: r.digest or "" for r in rows}
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)

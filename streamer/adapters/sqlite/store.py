@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS applied_events (
     user_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     version INTEGER NOT NULL,
+    digest TEXT,
     PRIMARY KEY (user_id, event_id)
 );
 CREATE TABLE IF NOT EXISTS summaries_current (
@@ -88,23 +89,29 @@ class SqliteProfileStore:
         return [r[0] for r in self._db.execute("SELECT user_id FROM summaries_current ORDER BY 1")]
 
     async def applied_event_ids(self, user_id: str, event_ids) -> set[str]:
+        return set(await self.applied_digests(user_id, event_ids))
+
+    async def applied_digests(self, user_id: str, event_ids) -> dict[str, str]:
         ids = list(event_ids)
         if not ids:
-            return set()
+            return {}
         marks = ",".join("?" for _ in ids)
         rows = self._db.execute(
-            f"SELECT event_id FROM applied_events WHERE user_id = ? AND event_id IN ({marks})",
+            f"SELECT event_id, digest FROM applied_events WHERE user_id = ? "
+            f"AND event_id IN ({marks})",
             (user_id, *ids),
         ).fetchall()
-        return {r[0] for r in rows}
+        return {r[0]: r[1] or "" for r in rows}
 
-    async def mark_applied(self, user_id: str, event_ids, version: int) -> None:
+    async def mark_applied(self, user_id: str, event_ids, version: int, digests=None) -> None:
+        digests = digests or {}
         self._db.executemany(
-            "INSERT OR IGNORE INTO applied_events (user_id, event_id, version) VALUES (?, ?, ?)",
-            [(user_id, e, version) for e in event_ids],
+            "INSERT OR IGNORE INTO applied_events (user_id, event_id, version, digest) "
+            "VALUES (?, ?, ?, ?)",
+            [(user_id, e, version, digests.get(e)) for e in event_ids],
         )
 
-    async def append(self, record: SummaryRecord) -> None:
+    async def append(self, record: SummaryRecord, digests=None) -> None:
         doc = record.model_dump_json()
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -120,8 +127,10 @@ class SqliteProfileStore:
                 (record.user_id, record.version, doc),
             )
             self._db.executemany(
-                "INSERT OR IGNORE INTO applied_events (user_id, event_id, version) VALUES (?, ?, ?)",
-                [(record.user_id, e, record.version) for e in record.event_ids],
+                "INSERT OR IGNORE INTO applied_events (user_id, event_id, version, digest) "
+                "VALUES (?, ?, ?, ?)",
+                [(record.user_id, e, record.version, (digests or {}).get(e))
+                 for e in record.event_ids],
             )
             self._db.execute(
                 "INSERT INTO summaries_current (user_id, version, record) VALUES (?, ?, ?) "
