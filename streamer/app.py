@@ -68,7 +68,7 @@ def prompt_tokens(settings: Settings) -> int:
 
 def build_flow(settings: Settings, updater: ProfileUpdater, buffer: PendingBuffer,
                dead_letters: object, *, clock: object = None, require_key: bool = True,
-               telemetry: Telemetry | None = None) -> UpdateFlow:
+               pipeline: bool = False, telemetry: Telemetry | None = None) -> UpdateFlow:
     """Index, scheduler and intake of one worker (also used by replay, with event time)."""
     import time
 
@@ -92,6 +92,7 @@ def build_flow(settings: Settings, updater: ProfileUpdater, buffer: PendingBuffe
         max_clock_skew_s=settings.window.max_clock_skew_s,
         dedupe_horizon_s=settings.cassandra.dedupe_ttl_s,
         clock=clock,  # type: ignore[arg-type]
+        pipeline=pipeline,
         telemetry=telemetry,
     )
     return flow
@@ -205,6 +206,7 @@ def create_app(
     flow = build_flow(
         settings, updater, buffer,
         DeadLetterPublisher(send, kafka.dead_letter_topic, consumer_group=kafka.consumer_group),
+        pipeline=True,
         telemetry=telemetry,
     )
     topic = app.topic(

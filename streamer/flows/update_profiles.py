@@ -84,6 +84,7 @@ class UpdateFlow:
         dedupe_horizon_s: float | None = None,
         clock: Callable[[], float] = time.time,
         retry_backoff_s: float = 1.0,
+        pipeline: bool = False,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.index = index
@@ -107,6 +108,8 @@ class UpdateFlow:
         self.closing = False
         self._started = time.monotonic()
         self._first_batch = True
+        self.pipeline = pipeline  # write one batch while the next is decoded (the worker)
+        self._writing: asyncio.Task[None] | None = None
         scheduler.owns = self.owns
         scheduler.on_finished = self._finished
         scheduler.on_conflict = self._conflict
@@ -166,12 +169,32 @@ class UpdateFlow:
                 kafka_ts=kafka_ts,
             )
             entries[(entry.user_id, entry.event_id, entry.digest)] = entry
-        if entries:
-            await self._buffer(list(entries.values()), now)
+        ends: dict[tuple[str, int], int] = {}
         for m in records:
             key = (m.topic, m.partition)
-            if m.offset + 1 > self.positions.get(key, -1):
-                self.positions[key] = m.offset + 1
+            ends[key] = max(ends.get(key, -1), m.offset + 1)
+        rows = list(entries.values())
+        if not self.pipeline:
+            await self._settle(rows, now, ends)
+            return
+        # one batch is written while the next one is fetched and decoded; positions (what the
+        # consumer commits) move only when a batch and every batch before it are buffered
+        if self._writing is not None:
+            await self._writing
+        self._writing = asyncio.create_task(self._settle(rows, now, ends))
+
+    async def flush_intake(self) -> None:
+        """Wait until the batch being written (pipelined intake) is buffered."""
+        if self._writing is not None:
+            await self._writing
+
+    async def _settle(self, rows: list[PendingEntry], now: float,
+                      ends: dict[tuple[str, int], int]) -> None:
+        if rows:
+            await self._buffer(rows, now)
+        for key, end in ends.items():
+            if end > self.positions.get(key, -1):
+                self.positions[key] = end
 
     async def _buffer(self, rows: list[PendingEntry], now: float) -> None:
         new_users = {e.user_id: PendingUser(e.user_id, e.partition, now)
@@ -291,6 +314,10 @@ class UpdateFlow:
         """Graceful stop: finish in-flight updates within ``timeout_s``; pending windows stay in
         the durable buffer for the partitions' next owner."""
         self.closing = True
+        try:
+            await asyncio.wait_for(self.flush_intake(), timeout_s)
+        except Exception:  # noqa: BLE001 - not buffered: not committed, re-read by the next owner
+            log.warning("shutdown: the last intake batch was not buffered; it will be re-read")
         finished = await self.scheduler.drain(timeout_s)
         log.info("shutdown: in-flight updates %s; %d pending windows stay buffered",
                  "finished" if finished else "cancelled at the deadline", len(self.index))

@@ -238,3 +238,25 @@ async def test_drain_waits_for_in_flight_and_keeps_the_rest_buffered():
     assert await s.scheduler.drain(0.05) is False  # cancelled at the deadline
     assert s.buffer.pending_count() == 1
     assert await s.scheduler.tick() == 0  # closing: nothing new starts
+
+
+async def test_pipelined_intake_moves_positions_only_after_the_batch_is_buffered():
+    s = Stack()
+    s.flow.pipeline = True
+    gate = asyncio.Event()
+    real_add = s.buffer.add
+
+    async def slow_add(*a, **kw):
+        await gate.wait()
+        return await real_add(*a, **kw)
+
+    s.buffer.add = slow_add
+    await s.send(ev("u1", 1), ev("u1", 2))  # returns while the batch is being written
+    assert s.flow.positions == {} and s.buffer.pending_count() == 0
+    second = asyncio.create_task(s.send(ev("u2", 1)))  # waits for the first write
+    await asyncio.sleep(0.01)
+    assert not second.done()
+    gate.set()
+    await second
+    await s.flow.flush_intake()
+    assert s.flow.positions == {("in", 0): 3} and s.buffer.pending_count() == 3
