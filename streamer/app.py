@@ -219,7 +219,15 @@ def create_app(
     @app.agent(topic, name="update-profiles")
     async def update_profiles(stream: faust.StreamT) -> None:
         async for events in stream.take_events(kafka.intake_batch, within=kafka.intake_linger_s):
-            await flow.intake([e.message for e in events])
+            try:
+                await flow.intake([e.message for e in events])
+            except Exception as exc:
+                # faust would restart the agent past this batch (take_events acknowledges it
+                # anyway): stop the worker instead; its offsets stop before the batch
+                log.exception("intake failed; stopping the worker (input is re-read from the "
+                              "last committed offset on restart)")
+                await app.crash(exc)
+                raise
 
     tick_s = max(0.05, min(0.5, settings.window.max_age_s / 10 or 0.05))
     app.timer(tick_s, name="start-due-windows")(flow.tick)
@@ -236,10 +244,6 @@ def create_app(
         if isinstance(consumer, BufferedPositionConsumer):
             consumer.positions = flow.positions
         await flow.on_assigned(parts)
-        # a partition given up: faust's own lists for it
-        for key in [k for k in flow.positions if k[0] == kafka.input_topic
-                    and k[1] not in set(parts) and not flow.owns(k[1])]:
-            flow.positions.pop(key, None)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: object, **kwargs: object) -> None:

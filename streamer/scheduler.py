@@ -209,8 +209,12 @@ class Scheduler:
         results: list[UpdateResult] = []
         entries: list[PendingEntry] = []
         more = False
+        arrived = 0
         try:
+            if not self.owns(partition):
+                raise FencedError(f"partition {partition} is no longer owned by this worker")
             entries = await self.buffer.read(user_id, self.max_read_events)
+            arrived = w.count  # arrivals since the update started: the read may include them
             more = len(entries) >= self.max_read_events
             entries = await self._drop_conflicts(user_id, entries)
             decoded = {id(e): self.decode(e) for e in entries}
@@ -232,14 +236,21 @@ class Scheduler:
                 applied.extend(chunk)
                 await self._remove(user_id, chunk, None)
         except asyncio.CancelledError:
-            self._settle_failure(user_id, applied, entries, more, None)
+            self._settle_failure(user_id)
             raise
         except Exception as exc:  # every failure goes through the one policy
-            await self._failed(user_id, partition, applied, entries, more, results, exc)
+            try:
+                await self._failed(user_id, partition, applied, entries, more, results, exc,
+                                   arrived)
+            except Exception:  # noqa: BLE001 - parking itself failed: retry the window later
+                log.exception("settling a failed update failed (user_id=%s); retrying later",
+                              user_id)
+                self._settle_failure(user_id, delay_s=self.retry.backoff(1))
             return
         self._recover()
-        gone = self.index.done(user_id, len(applied), more=more, now=self.clock())
-        if gone:
+        gone = self.index.done(user_id, len(applied), more=more, now=self.clock(),
+                               arrived_before_read=arrived)
+        if gone and self.owns(partition):
             await self._remove(user_id, [], PendingUser(user_id, partition, 0.0))
         self.parked_users.discard(user_id)
         self._report(Finished(user_id, tuple(results), events=len(applied)))
@@ -284,10 +295,15 @@ class Scheduler:
 
     async def _failed(self, user_id: str, partition: int, applied: list[PendingEntry],
                       entries: list[PendingEntry], more: bool, results: list[UpdateResult],
-                      exc: Exception) -> None:
+                      exc: Exception, arrived: int) -> None:
         w = self.index.get(user_id)
         attempt = (w.attempts if w else 0) + 1
         decision = self.retry.decide(exc, attempt)
+        if not self.owns(partition):
+            decision = Abandon()
+        elif isinstance(decision, Park) and not [e for e in entries if e not in applied]:
+            # nothing was read (the read itself failed) or all of it is stored: nothing to park
+            decision = Retry(self.retry.backoff(attempt))
         if isinstance(decision, Abandon):
             log.info("update abandoned: partition %d was revoked (user_id=%s)", partition, user_id)
             self.index.forget([user_id])
@@ -310,15 +326,17 @@ class Scheduler:
         assert isinstance(decision, Park)
         rest = [e for e in entries if e not in applied]
         await self._park(user_id, partition, rest, decision.reason, exc, attempt)
-        gone = self.index.done(user_id, len(entries), more=more, now=self.clock())
+        gone = self.index.done(user_id, len(entries), more=more, now=self.clock(),
+                               arrived_before_read=arrived)
         await self._remove(user_id, rest, PendingUser(user_id, partition, 0.0) if gone else None)
         self._report(Finished(user_id, tuple(results), exc, "parked", len(rest)))
 
-    def _settle_failure(self, user_id: str, applied: list[PendingEntry],
-                        entries: list[PendingEntry], more: bool, exc: Exception | None) -> None:
-        """Cancelled (shutdown): what is not stored stays in the buffer for the next owner."""
-        if self.index.get(user_id) is not None:
-            self.index.failed(user_id, retry_at=self.clock())
+    def _settle_failure(self, user_id: str, delay_s: float = 0.0) -> None:
+        """Cancelled (shutdown), or settling failed: what is not stored stays in the buffer,
+        and the window is due again after ``delay_s``."""
+        w = self.index.get(user_id)
+        if w is not None and w.in_flight:
+            self.index.failed(user_id, retry_at=self.clock() + delay_s)
 
     async def _park(self, user_id: str, partition: int, rest: list[PendingEntry], error_type: str,
                     exc: Exception, attempts: int) -> None:

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from opentelemetry.trace import SpanKind
 
@@ -241,7 +241,7 @@ class ProfileUpdater:
                 completion_tokens=reply.completion_tokens if reply else 0,
             ),
             latency_ms=reply.latency_ms if reply else 0.0,
-            created_at=self.clock(),
+            created_at=_after(self.clock(), current.created_at if current else None),
         )
         if guard is not None:
             guard()
@@ -353,6 +353,14 @@ class ProfileUpdater:
             return reply, summary, attempt, tuple(rejections)
         assert reply is not None
         return reply, None, self.policy.output_attempts, tuple(rejections)
+
+
+def _after(now: datetime, previous: datetime | None) -> datetime:
+    """``now``, but at least 1 ms after the previous version (stored at ms precision): a user's
+    versions have strictly increasing ``created_at``, which orders the current-row writes."""
+    if previous is None:
+        return now
+    return max(now, previous + timedelta(milliseconds=1))
 
 
 def change_event(record: SummaryRecord) -> SummaryChanged:

@@ -121,14 +121,14 @@ class PendingIndex:
         w.partition = partition
         w.count += count
         w.tokens += tokens
-        if not w.in_flight:
-            self._events += count
+        self._events += count  # pending, not in flight (even while the user's update runs)
         self._schedule(user_id, w)
         return new
 
     def recover(self, user_id: str, partition: int, first_at: float) -> None:
         """A user found in the durable buffer by a new partition owner.  Its event count is not
-        known without reading the events: it counts as one, so the window closes by age."""
+        known without reading the events: it counts as one, so the window closes by age.
+        (Retry state and the last update time are not carried over a rebalance.)"""
         if user_id in self._users:
             return
         self._users[user_id] = w = UserWindow(partition=partition, count=1, first_at=first_at)
@@ -178,9 +178,12 @@ class PendingIndex:
         self.in_flight += 1
         return w
 
-    def done(self, user_id: str, applied: int, *, more: bool, now: float) -> bool:
+    def done(self, user_id: str, applied: int, *, more: bool, now: float,
+             arrived_before_read: int | None = None) -> bool:
         """The in-flight update applied (or parked) ``applied`` events.  ``more``: the buffer
         still holds events that were pending when it started (it read a capped batch).
+        ``arrived_before_read``: how many events arrived after the update started and before
+        its buffer read returned (the only arrivals it can have read).
         Returns True when the user has nothing pending any more (its index entry is gone)."""
         w = self._users[user_id]
         self._land(w)
@@ -188,6 +191,8 @@ class PendingIndex:
         w.hold_until = 0.0
         w.last_update_at = now
         extra = applied - w.taken
+        if arrived_before_read is not None:
+            extra = min(extra, arrived_before_read)
         if extra > 0:  # the update also read events that arrived while it was starting
             take = min(extra, w.count)
             w.tokens = max(0, w.tokens - w.tokens * take // max(1, w.count))

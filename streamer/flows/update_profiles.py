@@ -193,15 +193,19 @@ class UpdateFlow:
         if rows:
             await self._buffer(rows, now)
         for key, end in ends.items():
-            if end > self.positions.get(key, -1):
+            if self.owns(key[1]) and end > self.positions.get(key, -1):
                 self.positions[key] = end
 
     async def _buffer(self, rows: list[PendingEntry], now: float) -> None:
+        # records of a partition revoked meanwhile are still written (idempotent: the new owner
+        # reads them again, as they are not committed here), but not scheduled by this worker
         new_users = {e.user_id: PendingUser(e.user_id, e.partition, now)
-                     for e in rows if e.user_id not in self.index}
+                     for e in rows if e.user_id not in self.index and self.owns(e.partition)}
         await self._write(rows, list(new_users.values()))
         late: list[PendingUser] = []
         for e in rows:
+            if not self.owns(e.partition):
+                continue
             if self.index.add(e.user_id, e.partition, tokens=e.tokens, now=now) \
                     and e.user_id not in new_users:
                 # settled and forgotten while the batch was being written: record it again
@@ -233,9 +237,23 @@ class UpdateFlow:
             return
 
     async def _dead_letter(self, exc: InvalidEventError, m: Record) -> None:
-        await self.dead_letters.publish(
-            exc, key=m.key, value=m.value, headers=_headers(m.headers), source_topic=m.topic,
-            partition=m.partition, offset=m.offset)
+        """Dead-letter a record; retried while the broker refuses (the batch is not committed
+        until it is written, and dropping the record would lose it)."""
+        delay = self.retry_backoff_s
+        while True:
+            try:
+                await self.dead_letters.publish(
+                    exc, key=m.key, value=m.value, headers=_headers(m.headers),
+                    source_topic=m.topic, partition=m.partition, offset=m.offset)
+                break
+            except Exception as err:  # noqa: BLE001 - broker trouble: retry, never skip
+                if self.closing:
+                    raise
+                log.error("dead-letter write failed (%s: %s); retrying in %.1fs",
+                          type(err).__name__, err, delay)
+                self.intake_error = f"dead-letter write: {type(err).__name__}: {err}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         self.stats.dead_lettered += 1
         self.telemetry.record_dead_letter(exc.code)
 
@@ -275,6 +293,8 @@ class UpdateFlow:
         lost = set(partitions)
         if self.owned is not None:
             self.owned -= lost
+        for key in [k for k in self.positions if k[1] in lost]:
+            del self.positions[key]  # never commit a stale position if it comes back
         users = self.index.users_of(lost)
         await self.scheduler.wait_users(users, wait_s)
         dropped = self.index.forget(u for u in users if u not in self.scheduler._tasks)

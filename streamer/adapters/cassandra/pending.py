@@ -20,7 +20,8 @@ from .store import _execute
 
 _ENTRY = ("event_id, digest, kafka_partition, kafka_offset, value, buffered_at, tokens, "
           "traceparent, kafka_ts")
-_BATCH_ROWS = 200  # rows per single-partition unlogged batch
+_BATCH_ROWS = 200  # rows per single-partition unlogged batch...
+_BATCH_BYTES = 4 << 20  # ...and bytes (well under Cassandra's 16 MB mutation limit)
 
 
 def _ts(t: float) -> datetime:
@@ -43,7 +44,7 @@ class CassandraPendingBuffer:
         prep = session.prepare
         self._put = prep(f"INSERT INTO {ks}.pending_events (user_id, {_ENTRY}) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        self._read = prep(f"SELECT {_ENTRY} FROM {ks}.pending_events WHERE user_id = ? LIMIT ?")
+        self._read = prep(f"SELECT {_ENTRY} FROM {ks}.pending_events WHERE user_id = ?")
         self._del = prep(f"DELETE FROM {ks}.pending_events WHERE user_id = ? AND event_id = ? "
                          "AND digest = ?")
         self._user_put = prep(f"INSERT INTO {ks}.pending_users (kafka_partition, user_id, first_at)"
@@ -81,8 +82,7 @@ class CassandraPendingBuffer:
             by_user.setdefault(e.user_id, []).append(e)
         jobs = []
         for rows in by_user.values():
-            for i in range(0, len(rows), _BATCH_ROWS):
-                chunk = rows[i:i + _BATCH_ROWS]
+            for chunk in _chunks(rows):
                 if len(chunk) == 1:
                     jobs.append(self._run(self._put, self._values(chunk[0])))
                     continue
@@ -102,12 +102,14 @@ class CassandraPendingBuffer:
                 _ts(e.buffered_at), e.tokens, e.traceparent or None, e.kafka_ts)
 
     async def read(self, user_id: str, limit: int) -> list[PendingEntry]:
-        rows = await self._run(self._read, (user_id, limit))
+        """The ``limit`` oldest pending entries by input offset.  The partition is clustered by
+        event id, so the whole (bounded) window is read, every page, and sorted here."""
+        rows = await self._run(self._read, (user_id,))
         out = [PendingEntry(user_id, r.event_id, r.digest, r.kafka_partition, r.kafka_offset,
                             bytes(r.value), _secs(r.buffered_at), r.tokens or 0,
                             r.traceparent or "", r.kafka_ts or 0.0) for r in rows]
         out.sort(key=lambda e: (e.offset, e.event_id))
-        return out
+        return out[:limit]
 
     async def remove(self, user_id: str, entries: Sequence[PendingEntry], *,
                      user_done: PendingUser | None, stamp_us: int) -> None:
@@ -157,6 +159,18 @@ class CassandraPendingBuffer:
     async def aclose(self) -> None:
         if self._cluster is not None:
             await asyncio.to_thread(self._cluster.shutdown)
+
+
+def _chunks(rows: list[PendingEntry]) -> list[list[PendingEntry]]:
+    out: list[list[PendingEntry]] = []
+    size = 0
+    for e in rows:
+        if not out or len(out[-1]) >= _BATCH_ROWS or size + len(e.value) > _BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(e)
+        size += len(e.value)
+    return out
 
 
 async def _gather(jobs: list[Any]) -> list[Any]:

@@ -4,8 +4,9 @@ Two tables (see ``migrations/``): ``summary_history`` keyed by ``(user_id, versi
 source of truth, ``summaries_current`` is the one-row-per-user read path.  ``append`` claims the
 version with one lightweight transaction on the history row (``IF NOT EXISTS``), so two writers
 cannot both win, then writes the dedupe index and the current row with plain writes.  The current
-row is written ``USING TIMESTAMP <version>``, so the highest version wins whatever the order of
-arrival (a lagging row left by a crash is repaired by the next write).  Reads of the previous
+row is written ``USING TIMESTAMP <created_at of the version>`` (strictly increasing per user), so
+the highest version wins whatever the order of arrival (a lagging row left by a crash is
+repaired by the next write).  Reads of the previous
 summary come from the history, so they never see a stale current row.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 
 from cassandra import (
     ConsistencyLevel,
+    CoordinationFailure,
     OperationTimedOut,
     ReadTimeout,
     Unavailable,
@@ -43,7 +45,10 @@ from ...settings import CassandraSettings
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout)
+# a node down or slow, or a read/write that failed on replicas (e.g. too many tombstones): the
+# statement may succeed later; never a reason to give up on a user's events
+UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout,
+               CoordinationFailure)
 
 _COLUMNS = (
     "user_id, version, previous_version, summary, model, window_id, event_ids, "
@@ -131,12 +136,18 @@ def _split_cql(text: str) -> list[str]:
 
 
 async def _execute(session: Session, statement: Any, params: Sequence[Any] = ()) -> list[Any]:
-    """Run a statement on the driver's threads and await it on the event loop."""
+    """Run a statement on the driver's threads and await it on the event loop; all pages of
+    the result (the driver delivers ``fetch_size`` rows, 5000, per page)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[list[Any]] = loop.create_future()
+    collected: list[Any] = []
 
     def ok(rows: Any) -> None:
-        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(list(rows or [])))
+        collected.extend(rows or [])
+        if response.has_more_pages:
+            response.start_fetching_next_page()  # the callbacks fire again with the next page
+            return
+        loop.call_soon_threadsafe(lambda: future.done() or future.set_result(collected))
 
     def err(exc: BaseException) -> None:
         loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
@@ -171,8 +182,9 @@ class CassandraProfileStore:
         self._claim: PreparedStatement = prep(
             f"INSERT INTO {ks}.summary_history ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) IF NOT EXISTS"
         )
-        # the current row is a plain write whose write timestamp is the version number: the
-        # highest version always wins, whatever order concurrent writes land in (no LWT)
+        # the current row is a plain write whose write timestamp is the version's created_at
+        # (strictly increasing per user, see service._after): the highest version wins whatever
+        # order writes land in, and rows written before with real timestamps are overtaken
         self._advance: PreparedStatement = prep(
             f"INSERT INTO {ks}.summaries_current ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
             "USING TIMESTAMP ?"
@@ -281,7 +293,7 @@ class CassandraProfileStore:
             raise VersionConflictError(f"version {record.version} already exists")
         await asyncio.gather(
             self.mark_applied(record.user_id, record.event_ids, record.version, digests),
-            _execute(self._session, self._advance, (*values, record.version)),
+            _execute(self._session, self._advance, (*values, _write_ts(record))),
         )
 
     async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int,
@@ -311,6 +323,12 @@ class CassandraProfileStore:
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)
+
+
+def _write_ts(r: SummaryRecord) -> int:
+    """Write timestamp (µs) of a version's current-row write: its created_at at the ms precision
+    it is stored with, so a later version always has a larger one."""
+    return int(r.created_at.timestamp() * 1000) * 1000
 
 
 def _to_values(r: SummaryRecord) -> tuple[Any, ...]:

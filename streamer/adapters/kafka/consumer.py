@@ -10,8 +10,9 @@ under ``read_committed``, compacted records) are simply passed over.  faust's ow
 first run of consecutive acknowledged offsets) stops at such a gap, or, with its head-gap check,
 commits past a pending record; neither happens here.
 
-faust commits on ``broker_commit_interval`` (``STREAMER_KAFKA__COMMIT_INTERVAL_S``) and before a
-rebalance revokes partitions.
+faust commits on ``broker_commit_interval`` (``STREAMER_KAFKA__COMMIT_INTERVAL_S``); a revoked
+partition's position is dropped, so its new owner re-reads at most one commit interval (the
+buffer writes are idempotent).
 
 The consumer also reads with ``isolation_level=read_committed``, so records of aborted or open
 upstream transactions are never buffered.
