@@ -12,7 +12,9 @@ events join the same window, and the next update carries them all (up to the pro
 A failed update goes through the one failure policy (:mod:`streamer.domain.retry`): retriable
 errors back off and retry without limit (and report the worker degraded); anything else backs
 off and retries at most ``park_after`` times, then the window is parked with its reason, one
-failure notice with a deterministic id is published, and the user's later events go on.
+failure notice with a deterministic id is published, and the user's later events go on.  When
+the model fails everyone (>= 3 users failing and >= 90% of the last 50 attempts failed, e.g. a
+model serving garbage), nobody is parked: windows are retried with backoff until it recovers.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +146,9 @@ class Scheduler:
         self.closing = False
         self.degraded_reason: str | None = None
         self.parked_users: set[str] = set()
+        # the last model-written versions and failed attempts (user, ok): tells a poison user
+        # from a model that fails everyone (then nobody is parked)
+        self._recent: deque[tuple[str, bool]] = deque(maxlen=50)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -233,6 +239,8 @@ class Scheduler:
                         if e.event_id in result.reused_event_ids:
                             await self.on_conflict(e, "event_id_reused")
                 results.append(result)
+                if result.outcome is Outcome.UPDATED:
+                    self._recent.append((user_id, True))
                 applied.extend(chunk)
                 await self._remove(user_id, chunk, None)
         except asyncio.CancelledError:
@@ -254,6 +262,14 @@ class Scheduler:
             await self._remove(user_id, [], PendingUser(user_id, partition, 0.0))
         self.parked_users.discard(user_id)
         self._report(Finished(user_id, tuple(results), events=len(applied)))
+
+    def model_wide_failure(self) -> bool:
+        """At least 3 distinct users failed among the last attempts, and >= 90% of them failed:
+        the model fails everyone (no poison user is to blame)."""
+        recent = self._recent
+        failing = {u for u, ok in recent if not ok}
+        failed = sum(1 for _, ok in recent if not ok)
+        return len(failing) >= 3 and failed >= 0.9 * len(recent)
 
     def chain(self, entries: Sequence[PendingEntry]) -> list[list[PendingEntry]]:
         """Split a window, in order, into prompt-sized consecutive updates (by each entry's
@@ -298,11 +314,16 @@ class Scheduler:
                       exc: Exception, arrived: int) -> None:
         w = self.index.get(user_id)
         attempt = (w.attempts if w else 0) + 1
+        self._recent.append((user_id, False))
         decision = self.retry.decide(exc, attempt)
         if not self.owns(partition):
             decision = Abandon()
         elif isinstance(decision, Park) and not [e for e in entries if e not in applied]:
             # nothing was read (the read itself failed) or all of it is stored: nothing to park
+            decision = Retry(self.retry.backoff(attempt))
+        elif isinstance(decision, Park) and self.model_wide_failure():
+            # many users fail and (almost) nobody succeeds: the model or the pool is at fault,
+            # and parking now would park everyone; retry until it recovers
             decision = Retry(self.retry.backoff(attempt))
         if isinstance(decision, Abandon):
             log.info("update abandoned: partition %d was revoked (user_id=%s)", partition, user_id)

@@ -130,14 +130,40 @@ async def test_poison_user_is_parked_once_and_others_keep_flowing():
     assert s.versions("bad") == [("bad-2",)]
 
 
-async def test_rejected_output_is_retried_then_parked():
-    s = Stack(max_events=1, park_after=2, model=Model(text="no think"))
+class RejectsFor(Model):
+    """Garbage for the given users' prompts, good summaries for everyone else."""
+
+    def __init__(self, users):
+        super().__init__()
+        self.users = users
+
+    async def generate(self, request):
+        reply = await super().generate(request)
+        if request.triples[0].event_id.split("-")[0] in self.users:
+            return type(reply)("no think", reply.model, 1, 1, "stop")
+        return reply
+
+
+async def test_rejected_output_is_retried_then_parked_while_others_succeed():
+    s = Stack(max_events=1, park_after=2, model=RejectsFor({"u1"}))
     await s.send(ev("u1", 1))
     for t in (0, 5, 10, 20):
+        await s.send(ev(f"ok{t}", 1), ev(f"ok{t}", 2))
         await s.run(until=t)
     (notice,) = s.pub.failures
-    assert notice.reasons and notice.event_id == s.pub.failures[0].event_id
+    assert notice.reasons and notice.user_id == "u1"
     assert (await s.buffer.parked())[0].error_type == "output_rejected"
+
+
+async def test_nobody_is_parked_while_every_update_fails():
+    s = Stack(max_events=1, park_after=2, model=RejectsFor({"u1", "u2", "u3"}))
+    await s.send(ev("u1", 1), ev("u2", 1), ev("u3", 1))
+    for t in (0, 5, 10, 20, 40):
+        await s.run(until=t)
+    assert await s.buffer.parked() == [] and s.pub.failures == []  # the model is at fault
+    s.model.users = set()
+    await s.run(until=100)
+    assert [s.versions(u) for u in ("u1", "u2", "u3")] == [[("u1-1",)], [("u2-1",)], [("u3-1",)]]
 
 
 async def test_large_window_is_applied_as_a_chain_in_order():
@@ -302,16 +328,22 @@ async def test_a_failing_buffer_read_is_retried_never_parked():
 async def test_a_failure_while_parking_does_not_leave_the_user_stuck():
     s = Stack(max_events=1, park_after=1)
     s.model.fail["u1"] = ModelRequestError("400")
-    await s.send(ev("u1", 1))
+    await s.send(ev("ok0", 1))
+    await s.run(until=0)
 
     async def broken(window):
         raise RuntimeError("park table unavailable")
 
     real, s.buffer.park = s.buffer.park, broken
-    await s.run(until=0)
+    await s.send(ev("u1", 1))
+    for t in (1, 2, 3):
+        await s.send(ev(f"ok{t}", 1))
+        await s.run(until=t * 10)
     w = s.index.get("u1")
     assert w is not None and not w.in_flight  # settled, due again later
+    assert await s.buffer.parked() == []
     s.buffer.park = real
+    await s.send(ev("ok9", 1))
     await s.run(until=100)
     assert len(await s.buffer.parked()) == 1
 
