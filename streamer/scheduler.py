@@ -13,8 +13,9 @@ A failed update goes through the one failure policy (:mod:`streamer.domain.retry
 errors back off and retry without limit (and report the worker degraded); anything else backs
 off and retries at most ``park_after`` times, then the window is parked with its reason, one
 failure notice with a deterministic id is published, and the user's later events go on.  When
-the model fails everyone (>= 3 users failing and >= 90% of the last 50 attempts failed, e.g. a
-model serving garbage), nobody is parked: windows are retried with backoff until it recovers.
+the model fails everyone (since the user's previous attempt no model-written version was stored
+and other users failed too, e.g. a model serving garbage), nobody is parked: windows are retried
+with backoff until it recovers.
 """
 
 from __future__ import annotations
@@ -146,9 +147,11 @@ class Scheduler:
         self.closing = False
         self.degraded_reason: str | None = None
         self.parked_users: set[str] = set()
-        # the last model-written versions and failed attempts (user, ok): tells a poison user
-        # from a model that fails everyone (then nobody is parked)
-        self._recent: deque[tuple[str, bool]] = deque(maxlen=50)
+        # tells a poison user from a model that fails everyone (then nobody is parked): when
+        # the last model-written version was stored, and recent failed attempts (time, user)
+        self._last_success_at = float("-inf")
+        self._failures: deque[tuple[float, str]] = deque(maxlen=1000)
+        self._previous_failure: dict[str, float] = {}
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -240,7 +243,7 @@ class Scheduler:
                             await self.on_conflict(e, "event_id_reused")
                 results.append(result)
                 if result.outcome is Outcome.UPDATED:
-                    self._recent.append((user_id, True))
+                    self._last_success_at = self.clock()
                 applied.extend(chunk)
                 await self._remove(user_id, chunk, None)
         except asyncio.CancelledError:
@@ -256,6 +259,7 @@ class Scheduler:
                 self._settle_failure(user_id, delay_s=self.retry.backoff(1))
             return
         self._recover()
+        self._previous_failure.pop(user_id, None)
         gone = self.index.done(user_id, len(applied), more=more, now=self.clock(),
                                arrived_before_read=arrived)
         if gone and self.owns(partition):
@@ -263,13 +267,13 @@ class Scheduler:
         self.parked_users.discard(user_id)
         self._report(Finished(user_id, tuple(results), events=len(applied)))
 
-    def model_wide_failure(self) -> bool:
-        """At least 3 distinct users failed among the last attempts, and >= 90% of them failed:
-        the model fails everyone (no poison user is to blame)."""
-        recent = self._recent
-        failing = {u for u, ok in recent if not ok}
-        failed = sum(1 for _, ok in recent if not ok)
-        return len(failing) >= 3 and failed >= 0.9 * len(recent)
+    def model_wide_failure(self, user_id: str, since: float | None) -> bool:
+        """Since this user's previous failed attempt, no model-written version was stored and
+        other users' updates failed too: the model fails everyone, the user is not to blame.
+        (A user failing while others succeed, or failing alone, is a poison user.)"""
+        if since is None or self._last_success_at >= since:
+            return False
+        return any(t >= since and u != user_id for t, u in reversed(self._failures))
 
     def chain(self, entries: Sequence[PendingEntry]) -> list[list[PendingEntry]]:
         """Split a window, in order, into prompt-sized consecutive updates (by each entry's
@@ -314,19 +318,23 @@ class Scheduler:
                       exc: Exception, arrived: int) -> None:
         w = self.index.get(user_id)
         attempt = (w.attempts if w else 0) + 1
-        self._recent.append((user_id, False))
+        now = self.clock()
+        previous = self._previous_failure.get(user_id)
+        self._previous_failure[user_id] = now
+        self._failures.append((now, user_id))
         decision = self.retry.decide(exc, attempt)
         if not self.owns(partition):
             decision = Abandon()
         elif isinstance(decision, Park) and not [e for e in entries if e not in applied]:
             # nothing was read (the read itself failed) or all of it is stored: nothing to park
             decision = Retry(self.retry.backoff(attempt))
-        elif isinstance(decision, Park) and self.model_wide_failure():
+        elif isinstance(decision, Park) and self.model_wide_failure(user_id, previous):
             # many users fail and (almost) nobody succeeds: the model or the pool is at fault,
             # and parking now would park everyone; retry until it recovers
             decision = Retry(self.retry.backoff(attempt))
         if isinstance(decision, Abandon):
             log.info("update abandoned: partition %d was revoked (user_id=%s)", partition, user_id)
+            self._previous_failure.pop(user_id, None)
             self.index.forget([user_id])
             self._report(Finished(user_id, tuple(results), exc, "abandoned"))
             return
@@ -347,6 +355,7 @@ class Scheduler:
         assert isinstance(decision, Park)
         rest = [e for e in entries if e not in applied]
         await self._park(user_id, partition, rest, decision.reason, exc, attempt)
+        self._previous_failure.pop(user_id, None)
         gone = self.index.done(user_id, len(entries), more=more, now=self.clock(),
                                arrived_before_read=arrived)
         await self._remove(user_id, rest, PendingUser(user_id, partition, 0.0) if gone else None)
