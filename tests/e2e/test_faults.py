@@ -341,6 +341,20 @@ class Scenario:
         self.expect_alive.add(proc.name)
         return proc
 
+    async def wait_committed(self, *, timeout_s: float, slack: int = 0,
+                             poll_s: float = 0.5) -> tuple[dict[int, int], dict[int, int], bool]:
+        """Wait until the group's committed offset of every input partition is within ``slack``
+        of its end offset: (end offsets, committed offsets, reached)."""
+        ends = await end_offsets(self.infra.bootstrap, self.stack.input_topic)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            committed = await committed_offsets(self.infra.bootstrap, f"e2e-{self.suffix}",
+                                                self.stack.input_topic)
+            reached = all(committed.get(p, -1) >= e - slack for p, e in ends.items())
+            if reached or time.monotonic() > deadline:
+                return ends, committed, reached
+            await self.sleep(poll_s)
+
     async def first_consumed_s(self, proc: Proc, *, timeout_s: float = 60) -> float:
         """Seconds from spawning ``proc`` to its log line for the first records consumed."""
         deadline = time.monotonic() + timeout_s
@@ -633,22 +647,15 @@ async def test_a2_long_windows_commit_promptly_and_sigkill_loses_nothing(scenari
     stream = build_stream(SEED + 6, n_users=24, per_user=(3, 5), invalid_rate=0.0)
     pod = f"{sc.name}-pod"
     worker = sc.start_worker(pod)
-    group = f"e2e-{sc.suffix}"
     await sc.feeder.send(stream.records)
     t_sent = time.monotonic()
-    ends = await end_offsets(sc.infra.bootstrap, sc.stack.input_topic)
-    committed: dict[int, int] = {}
-    while time.monotonic() - t_sent < 30:
-        committed = await committed_offsets(sc.infra.bootstrap, group, sc.stack.input_topic)
-        if all(committed.get(p, -1) >= end for p, end in ends.items()):
-            break
-        await sc.sleep(0.2)
+    ends, committed, reached = await sc.wait_committed(timeout_s=30, poll_s=0.2)
     lag_s = round(time.monotonic() - t_sent, 1)
     applied_before_kill = len(sc.applied)
     sc.result["commit"] = {"end_offsets": ends, "committed": committed,
                            "produced_to_all_committed_s": lag_s,
                            "events_applied_when_committed": applied_before_kill}
-    if not all(committed.get(p, -1) >= end for p, end in ends.items()):
+    if not reached:
         sc.fail(f"input offsets not committed 30 s after producing: committed {committed}, "
                 f"end offsets {ends}: open windows must not hold back commits")
     if applied_before_kill:
@@ -961,16 +968,9 @@ async def test_g_poison_user_is_parked_and_partitions_keep_committing(scenario):
     leaked = set(poison_ids) & sc.applied
     if leaked:
         sc.fail(f"refused events were applied: {sorted(leaked)[:5]}")
-    group = f"e2e-{sc.suffix}"
-    ends = await end_offsets(sc.infra.bootstrap, sc.stack.input_topic)
-    deadline = time.monotonic() + 20
-    while True:
-        committed = await committed_offsets(sc.infra.bootstrap, group, sc.stack.input_topic)
-        if all(committed.get(p, -1) >= e for p, e in ends.items()) or time.monotonic() > deadline:
-            break
-        await sc.sleep(0.5)
+    ends, committed, reached = await sc.wait_committed(timeout_s=20)
     sc.result["offsets"] = {"end": ends, "committed": committed}
-    if not all(committed.get(p, -1) >= e for p, e in ends.items()):
+    if not reached:
         sc.fail(f"a partition stopped committing behind the poison user: committed {committed}, "
                 f"end offsets {ends}")
     # every poison event ends up parked (once its windows used their attempts)
@@ -1046,22 +1046,14 @@ async def test_h_transactional_upstream_one_event_per_transaction(scenario):
     await sc.verify(stream, timeout_s=90)
     aborted_ids = {e for _k, _v, e in aborted[:n_aborted]}
     leaked = aborted_ids & sc.applied
-    ends = await end_offsets(sc.infra.bootstrap, sc.stack.input_topic)
-    deadline = time.monotonic() + 15
-    while True:
-        committed = await committed_offsets(sc.infra.bootstrap, f"e2e-{sc.suffix}",
-                                            sc.stack.input_topic)
-        # the last record of a partition is followed by its transaction's commit marker, which
-        # no record moves past: committed may stay one short of the end offset
-        if all(committed.get(p, -1) >= e - 1 for p, e in ends.items()) or \
-                time.monotonic() > deadline:
-            break
-        await sc.sleep(0.5)
+    # the last record of a partition is followed by its transaction's commit marker, which no
+    # record moves past: committed may stay one short of the end offset
+    ends, committed, reached = await sc.wait_committed(timeout_s=15, slack=1)
     sc.result["transactions"] = {"committed": len(stream.records), "aborted": n_aborted,
                                  "end_offsets": ends, "committed_offsets": committed}
     if leaked:
         sc.fail(f"records of aborted transactions were applied: {sorted(leaked)}")
-    if not all(committed.get(p, -1) >= e - 1 for p, e in ends.items()):
+    if not reached:
         sc.fail(f"commits stopped on transactional input: committed {committed}, ends {ends}")
     sc.finish()
 
