@@ -9,19 +9,27 @@ invalid records) while the fault happens, then checks the ledger (`tests/e2e/led
 produced events vs stored versions vs change events, and the dead-letter topic (only the invalid
 records, never a valid event).
 
-Scenarios: (a) three SIGKILLs of the worker mid-stream, each followed by a restart, then every
-event replayed once more; (a2) the
-deterministic core of (a): an offset is never committed past an event still pending in its
-window (and a SIGKILL then loses nothing); (b) a second
-worker joining the group mid-stream, then the first one SIGTERMed; (c) Cassandra SIGKILLed for
-10-15 s and restarted (the worker must stay up, dead-letter nothing valid and resume by itself),
-then every event replayed once more; (d) the model answering 503 for ~10 s, then malformed
-replies of every kind for ~10 s; (e) duplicates: the same event twice in one batch, re-produced
-events still pending and re-produced events already applied.
+Scenarios: (a) three SIGKILLs of the worker mid-stream, each followed by a restart in place
+(same static member id and port, as a pod), with the time from restart to the first record
+consumed, then every event replayed once more; (a2) 20 s windows: the input is committed within
+a commit interval while every window is still open, then a SIGKILL: nothing is re-read, the
+restarted worker rebuilds the windows from the durable buffer and applies every event once;
+(b) a second worker joining the group mid-stream, then the first one SIGTERMed; (c) Cassandra
+SIGKILLed for 10-15 s and restarted (the worker must stay up, dead-letter nothing valid and
+resume by itself), then every event replayed once more; (d) the model answering 503 for ~10 s,
+then malformed replies of every kind for ~10 s (a model failing everyone: nobody is parked);
+(e) duplicates: the same event twice in one batch, re-produced events still pending and
+re-produced events already applied; (f) the broker killed and restarted; (g) a poison user (the
+model refuses its prompts with a 400) among 20 healthy users: parked with at most 5 notices,
+every healthy event applied, every partition committed to its end; (h) a transactional
+upstream, one event per transaction plus aborted ones (never applied), commits go on; (i) a
+rebalance while model calls take 6 s: the old owner's late calls are fenced, versions on the
+summaries topic only go up and the last per user is the highest stored; (j) records older than
+the dedupe horizon: dead-lettered, never applied.
 
-Test-only settings: windows close after 1 s; faust's own BROKER_SESSION_TIMEOUT=6 /
-BROKER_HEARTBEAT_INTERVAL=1 (read by faust from the environment) so that a SIGKILLed member
-leaves the group in seconds; the private Cassandra keeps its schema durable
+Test-only settings: windows close after 1 s; STREAMER_KAFKA__SESSION_TIMEOUT_S=6 and
+HEARTBEAT_INTERVAL_S=1 so that a SIGKILLed member without a static id leaves the group in
+seconds; retries back off from 0.5 s to at most 4 s; the private Cassandra keeps its schema durable
 (-Dcassandra.unsafesystem=false), as a production node does, so that a SIGKILL is a crash and
 not a schema loss.
 
