@@ -281,9 +281,9 @@ class CassandraProfileStore:
     async def append(self, record: SummaryRecord,
                      digests: Mapping[str, str] | None = None) -> None:
         """Claim ``record.version`` (one Paxos round), then index its events and move the
-        current row (plain writes).  The caller passes the version it read as
-        ``record.previous_version``: no re-read here.  A version that exists already (another
-        writer, or a stale owner) raises VersionConflictError."""
+        current row (plain writes, one unlogged batch on the user's partition key).  The caller
+        passes the version it read as ``record.previous_version``: no re-read here.  A version
+        that exists already (another writer, or a stale owner) raises VersionConflictError."""
         if record.version != (record.previous_version or 0) + 1:
             raise VersionConflictError(
                 f"version {record.version} does not follow {record.previous_version}")
@@ -291,10 +291,15 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._claim, values)
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
-        await asyncio.gather(
-            self.mark_applied(record.user_id, record.event_ids, record.version, digests),
-            _execute(self._session, self._advance, (*values, _write_ts(record))),
-        )
+        # one request: the current row and the dedupe index share the partition key (user_id)
+        digests = digests or {}
+        batch = BatchStatement(batch_type=BatchType.UNLOGGED,
+                               consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+        batch.add(self._advance, (*values, _write_ts(record)))
+        for event_id in record.event_ids:
+            batch.add(self._mark_applied,
+                      (record.user_id, event_id, record.version, digests.get(event_id)))
+        await _execute(self._session, batch)
 
     async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int,
                            digests: Mapping[str, str] | None = None) -> None:
