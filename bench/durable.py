@@ -243,12 +243,17 @@ async def bench_long_windows(n_users: int, trickle_s: float, rate: float,
         await asyncio.to_thread(_wait_stat, port, proc, "buffered", len(first), 900,
                                 "buffered (first events)")
         rss.append(rss_kb(proc.popen.pid) or 0)
-        # steady trickle: sample the committed-offset lag in seconds while events flow
+        # steady trickle: sample the committed-offset lag in seconds while events flow; the
+        # worker is SIGKILLed two thirds in, while events flow, and restarted in place
         total = len(first)
         t0 = time.monotonic()
         i = 0
+        killed: dict[str, Any] = {}
         bar = tqdm(total=int(trickle_s), desc="trickle", unit="s", file=sys.stdout)
         while time.monotonic() - t0 < trickle_s and i < len(more):
+            if not killed and time.monotonic() - t0 >= trickle_s * 2 / 3:
+                killed = await _kill_and_restart(proc, port, group, inp, env, suffix)
+                proc = killed.pop("proc")
             step = int(rate / 2)
             futs = [await producer.send(inp, v, key=k) for k, v in more[i:i + step]]
             await asyncio.gather(*futs)
@@ -264,26 +269,7 @@ async def bench_long_windows(n_users: int, trickle_s: float, rate: float,
             bar.update(int(now - t0) - bar.n)
             await asyncio.sleep(max(0.0, 0.5 - (time.monotonic() - now)))
         bar.close()
-        stats_before = _stats(port) or {}
-        consumed_before = stats_before.get("consumed", 0)
-        committed_at_kill = sum((await _committed(group, inp)).values())
-        proc.kill()
-        t_kill = time.monotonic()
-        say("long windows: SIGKILLed the worker; restarting it (same instance id)")
-        proc = spawn(f"worker-{suffix}-2", [sys.executable, "-m", "streamer", "worker"], env)
-        wait_http(f"http://127.0.0.1:{port}/livez", 120, proc)
-        # re-read: what the new worker consumes of the input the old one had consumed
-        reread = 0
-        rebuilt_s = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            s = _stats(port) or {}
-            reread = s.get("consumed", 0)
-            if s.get("pending_users", 0) >= n_users * 0.99 and rebuilt_s is None:
-                rebuilt_s = round(time.monotonic() - t_kill, 1)
-            if rebuilt_s is not None and time.monotonic() - t_kill > rebuilt_s + 3:
-                break
-            await asyncio.sleep(0.2)
+        stats_before = killed.get("stats_before", {})
         stats_after = _stats(port) or {}
         rss.append(rss_kb(proc.popen.pid) or 0)
     finally:
@@ -291,6 +277,7 @@ async def bench_long_windows(n_users: int, trickle_s: float, rate: float,
         proc.stop()
     return {
         "users": n_users, "max_age_s": 900, "clock": "real (windows stay open the whole run)",
+        "trickle_events_per_s": rate,
         "events": total, "model_calls_during_run": 0 if not stats_before.get("outcomes") else
         sum(stats_before["outcomes"].values()),
         "model_calls_per_event": (sum((stats_before.get("outcomes") or {}).values()) / total),
@@ -300,14 +287,36 @@ async def bench_long_windows(n_users: int, trickle_s: float, rate: float,
                             "samples": len(lag_samples)},
         "commit_interval_s": 1.0, "target_lag_s": 2.0,
         "meets_target": bool(lag_samples) and max(lag_samples) <= 2.0,
-        "sigkill": {"consumed_before_kill": consumed_before,
-                    "committed_at_kill": committed_at_kill,
-                    "consumed_but_uncommitted_at_kill": consumed_before - committed_at_kill
-                    if committed_at_kill else None,
-                    "records_reread_by_restarted_worker": reread,
-                    "restart_to_pending_windows_rebuilt_s": rebuilt_s,
-                    "pending_users_after_restart": stats_after.get("pending_users")},
+        "sigkill": {**killed, "pending_users_at_end": stats_after.get("pending_users")},
     }
+
+
+async def _kill_and_restart(proc: Any, port: int, group: str, topic: str, env: dict[str, str],
+                            suffix: str) -> dict[str, Any]:
+    """SIGKILL the worker while events flow, restart it with the same static member id, and
+    measure what it re-reads and how long until its pending windows are rebuilt."""
+    stats_before = _stats(port) or {}
+    consumed_before = stats_before.get("consumed", 0)
+    pending_before = stats_before.get("pending_users", 0)
+    committed_at_kill = sum((await _committed(group, topic)).values())
+    proc.kill()
+    t_kill = time.monotonic()
+    say("long windows: SIGKILLed the worker mid-trickle; restarting it (same instance id)")
+    proc = spawn(f"worker-{suffix}-2", [sys.executable, "-m", "streamer", "worker"], env)
+    wait_http(f"http://127.0.0.1:{port}/livez", 120, proc)
+    rebuilt_s = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and rebuilt_s is None:
+        s = _stats(port) or {}
+        if s.get("pending_users", 0) >= pending_before * 0.99:
+            rebuilt_s = round(time.monotonic() - t_kill, 1)
+        await asyncio.sleep(0.2)
+    return {"proc": proc, "stats_before": stats_before, "consumed_before_kill": consumed_before,
+            "committed_at_kill": committed_at_kill,
+            # the restarted worker starts from the committed offsets: this is what it re-reads
+            "records_reread_after_restart": max(0, consumed_before - committed_at_kill),
+            "pending_users_before_kill": pending_before,
+            "restart_to_pending_windows_rebuilt_s": rebuilt_s}
 
 
 # ------------------------------------------------------------------------------ (d) overload
