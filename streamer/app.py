@@ -82,6 +82,7 @@ def build_flow(settings: Settings, updater: ProfileUpdater, buffer: PendingBuffe
         retry=retry_policy(settings),
         prompt_tokens=prompt_tokens(settings),
         max_events_per_update=settings.window.max_events_per_update,
+        tokens_per_s=settings.model.tokens_per_s,
         telemetry=telemetry,
     )
     flow = UpdateFlow(

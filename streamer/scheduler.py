@@ -32,7 +32,7 @@ from typing import Any
 
 from schemas import Interaction, SummaryUpdateFailed
 
-from .domain.pending import PendingIndex
+from .domain.pending import PendingIndex, TokenBucket
 from .domain.retry import Abandon, Park, Retry, RetryPolicy
 from .domain.windowing import window_id
 from .errors import FencedError, OutputRejectedError, StreamerError
@@ -119,6 +119,7 @@ class Scheduler:
         on_conflict: Conflict | None = None,
         on_finished: Callable[[Finished], None] = lambda f: None,
         stamps: StampClock | None = None,
+        tokens_per_s: float | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         if max_concurrency < 1:
@@ -138,6 +139,8 @@ class Scheduler:
         self.prompt_tokens = prompt_tokens
         self.max_events_per_update = max_events_per_update
         self.max_read_events = max_read_events
+        # optional second budget: estimated prompt tokens per second of started windows
+        self.token_budget = TokenBucket(tokens_per_s) if tokens_per_s else None
         self.owns = owns
         self.on_conflict = on_conflict
         self.on_finished = on_finished
@@ -191,10 +194,18 @@ class Scheduler:
         if free <= 0:
             return 0
         started = 0
-        for user_id in self.index.pop_due(now, free):
+        due = self.index.pop_due(now, free)
+        for i, user_id in enumerate(due):
             if user_id in self._tasks:  # cannot happen (in flight is never due); be safe
                 self.index.requeue(user_id)
                 continue
+            if self.token_budget is not None:
+                w = self.index.get(user_id)
+                cost = max(1, min(w.tokens if w else 1, self.prompt_tokens))
+                if not self.token_budget.take(cost, now):  # over the tokens/s budget: wait
+                    for rest in due[i:]:
+                        self.index.requeue(rest)
+                    break
             self.index.take(user_id)
             task = asyncio.create_task(self._run(user_id), name=f"update-{user_id[:16]}")
             self._tasks[user_id] = task

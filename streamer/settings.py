@@ -88,7 +88,11 @@ class ModelSettings(_Section):
     max_retries: int = Field(2, ge=0)
     """Retries of a failed call (timeouts, 429, 5xx), on the next endpoint."""
     max_concurrency: int = Field(16, ge=1)
-    """Model calls in flight per worker; when reached, the worker stops pulling events."""
+    """Model calls in flight per worker (the model budget); beyond it due windows wait in the
+    index and grow, intake goes on."""
+    tokens_per_s: float | None = Field(None, gt=0)
+    """Optional second model budget: estimated prompt tokens per second the worker may start
+    (a token bucket with one second of burst); unset: only `max_concurrency` applies."""
     max_concurrency_per_endpoint: int = Field(8, ge=1)
     """Model calls in flight per endpoint; when all endpoints are full, calls wait for a slot."""
     health_interval_s: float = Field(5.0, gt=0)

@@ -248,3 +248,30 @@ class PendingIndex:
         due = self.due_at(w)
         if due is not None:
             heapq.heappush(self._timers, (due, next(self._seq), user_id, w.gen))
+
+
+class TokenBucket:
+    """A tokens-per-second budget with ``burst`` tokens of headroom (pure; time passed in).
+
+    A window costing more than the whole burst may start once the bucket is full (it then goes
+    negative and later windows wait), so no window is starved by its size."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        if rate <= 0:
+            raise ValueError("rate must be > 0")
+        self.rate = rate
+        self.burst = burst if burst is not None else rate
+        self.level = self.burst
+        self._at: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._at is not None and now > self._at:
+            self.level = min(self.burst, self.level + (now - self._at) * self.rate)
+        self._at = now if self._at is None else max(self._at, now)
+
+    def take(self, cost: float, now: float) -> bool:
+        self._refill(now)
+        if self.level >= min(cost, self.burst):
+            self.level -= cost
+            return True
+        return False

@@ -96,3 +96,15 @@ def test_events_read_by_an_update_that_arrived_as_it_started_are_not_counted_twi
     ix.add("u", 0, now=0.2)
     assert ix.done("u", 2, more=False, now=1) is False  # read 2: one of them arrived late
     assert ix.get("u").count == 1
+
+
+def test_token_bucket_limits_tokens_per_second_and_never_starves_a_big_window():
+    from streamer.domain.pending import TokenBucket
+
+    b = TokenBucket(rate=100)
+    assert b.take(60, now=0) and not b.take(60, now=0)  # 40 left
+    assert not b.take(60, now=0.1) and b.take(60, now=0.2)  # refilled to 60
+    big = TokenBucket(rate=100)
+    assert big.take(500, now=0)  # full bucket: a window larger than the burst may start
+    assert not big.take(1, now=1)  # ...and the debt is paid back before the next one
+    assert big.take(1, now=5)

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from streamer.adapters.memory.pending import MemoryPendingBuffer
-from streamer.domain.pending import PendingIndex, WindowRules
+from streamer.domain.pending import PendingIndex, TokenBucket, WindowRules
 from streamer.domain.retry import RetryPolicy
 from streamer.errors import ModelRequestError, ModelUnavailableError
 from streamer.flows.update_profiles import UpdateFlow
@@ -367,3 +367,16 @@ async def test_pending_events_gauge_never_goes_negative():
     await s.scheduler.wait_idle()
     await s.run(until=1000)
     assert s.index.pending_events() == 0 and len(s.index) == 0
+
+
+async def test_tokens_per_second_budget_spaces_out_window_starts():
+    s = Stack(max_events=1, concurrency=8)
+    s.scheduler.token_budget = TokenBucket(rate=300)
+    await s.send(*[ev(f"u{i}", 1) for i in range(6)])
+    cost = s.index.get("u0").tokens
+    await s.run(until=0)
+    started_at_0 = sum(bool(s.versions(f"u{i}")) for i in range(6))
+    assert started_at_0 == 300 // cost  # the burst: one second of tokens
+    for t in range(1, 4):  # 300 tokens/s: the rest start over the next seconds
+        await s.run(until=t)
+    assert all(s.versions(f"u{i}") for i in range(6))
