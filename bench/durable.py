@@ -106,6 +106,7 @@ async def bare_buffered_consume(topic: str, n: int, keyspace: str) -> dict:
     from streamer.adapters.cassandra.pending import CassandraPendingBuffer
     from streamer.adapters.cassandra.store import CassandraProfileStore
     from streamer.adapters.kafka.codec import decode_interaction
+    from streamer.flows.update_profiles import estimate_entry_tokens
     from streamer.ports import PendingEntry, PendingUser
     from streamer.scheduler import StampClock, digest
     from streamer.settings import CassandraSettings
@@ -132,7 +133,8 @@ async def bare_buffered_consume(topic: str, n: int, keyspace: str) -> dict:
                 for m in msgs:
                     e = decode_interaction(m.key, m.value)
                     rows.append(PendingEntry(e.user_id, e.event_id, digest(m.value), m.partition,
-                                             m.offset, m.value, now, len(m.value) // 3 + 8))
+                                             m.offset, m.value, now,
+                                             estimate_entry_tokens(m.value)))
                     if e.user_id not in seen:
                         seen.add(e.user_id)
                         users.append(PendingUser(e.user_id, m.partition, now))

@@ -230,9 +230,9 @@ class Scheduler:
         entries: list[PendingEntry] = []
         more = False
         arrived = 0
+        guard = self._guard(partition)
         try:
-            if not self.owns(partition):
-                raise FencedError(f"partition {partition} is no longer owned by this worker")
+            guard()
             entries = await self.buffer.read(user_id, self.max_read_events)
             arrived = w.count  # arrivals since the update started: the read may include them
             more = len(entries) >= self.max_read_events
@@ -243,7 +243,7 @@ class Scheduler:
             for chunk in self.chain(entries):
                 events = [decoded[id(e)] for e in chunk]
                 result = await self.updater.apply(
-                    user_id, events, trace=_trace(chunk), guard=self._guard(partition),
+                    user_id, events, trace=_trace(chunk), guard=guard,
                     digests={e.event_id: e.digest for e in chunk})
                 if result.outcome is Outcome.REJECTED_OUTPUT:
                     raise OutputRejectedError(result.rejections, result.attempts,

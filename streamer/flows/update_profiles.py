@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -179,8 +179,7 @@ class UpdateFlow:
             return
         # one batch is written while the next one is fetched and decoded; positions (what the
         # consumer commits) move only when a batch and every batch before it are buffered
-        if self._writing is not None:
-            await self._writing
+        await self.flush_intake()
         self._writing = asyncio.create_task(self._settle(rows, now, ends))
 
     async def flush_intake(self) -> None:
@@ -216,46 +215,37 @@ class UpdateFlow:
         self.telemetry.record_buffered(len(rows))
 
     async def _write(self, rows: list[PendingEntry], users: list[PendingUser]) -> None:
+        await self._until_done("pending buffer write", lambda: self.buffer.add(
+            rows, users, stamp_us=self.scheduler.stamps()))
+
+    async def _dead_letter(self, exc: InvalidEventError, m: Record) -> None:
+        await self._until_done("dead-letter write", lambda: self.dead_letters.publish(
+            exc, key=m.key, value=m.value, headers=_headers(m.headers),
+            source_topic=m.topic, partition=m.partition, offset=m.offset))
+        self.stats.dead_lettered += 1
+        self.telemetry.record_dead_letter(exc.code)
+
+    async def _until_done(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``op`` until it succeeds, backing off, with intake paused and readiness failing
+        meanwhile: the batch is not committed until then, and skipping a record would lose it."""
         delay = self.retry_backoff_s
         while True:
             try:
-                await self.buffer.add(rows, users, stamp_us=self.scheduler.stamps())
-            except Exception as exc:  # noqa: BLE001 - the batch is not acknowledged: retry
+                await op()
+            except Exception as exc:  # noqa: BLE001 - not written: retry, never skip
                 if self.closing:
                     raise
                 if self.intake_error is None:
-                    log.error("pending buffer write failed (%s: %s); intake paused, retrying "
-                              "(input offsets are not committed meanwhile)",
-                              type(exc).__name__, exc)
-                self.intake_error = f"{type(exc).__name__}: {exc}"
+                    log.error("%s failed (%s: %s); intake paused, retrying (input offsets are "
+                              "not committed meanwhile)", what, type(exc).__name__, exc)
+                self.intake_error = f"{what}: {type(exc).__name__}: {exc}"
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             if self.intake_error is not None:
-                log.info("pending buffer writable again; intake resumed")
+                log.info("%s succeeded again; intake resumed", what)
             self.intake_error = None
             return
-
-    async def _dead_letter(self, exc: InvalidEventError, m: Record) -> None:
-        """Dead-letter a record; retried while the broker refuses (the batch is not committed
-        until it is written, and dropping the record would lose it)."""
-        delay = self.retry_backoff_s
-        while True:
-            try:
-                await self.dead_letters.publish(
-                    exc, key=m.key, value=m.value, headers=_headers(m.headers),
-                    source_topic=m.topic, partition=m.partition, offset=m.offset)
-                break
-            except Exception as err:  # noqa: BLE001 - broker trouble: retry, never skip
-                if self.closing:
-                    raise
-                log.error("dead-letter write failed (%s: %s); retrying in %.1fs",
-                          type(err).__name__, err, delay)
-                self.intake_error = f"dead-letter write: {type(err).__name__}: {err}"
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        self.stats.dead_lettered += 1
-        self.telemetry.record_dead_letter(exc.code)
 
     async def _conflict(self, entry: PendingEntry, code: str) -> None:
         exc = InvalidEventError(code, f"event id {entry.event_id!r} of user {entry.user_id!r} "

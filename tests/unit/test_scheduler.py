@@ -380,3 +380,27 @@ async def test_tokens_per_second_budget_spaces_out_window_starts():
     for t in range(1, 4):  # 300 tokens/s: the rest start over the next seconds
         await s.run(until=t)
     assert all(s.versions(f"u{i}") for i in range(6))
+
+
+async def test_a_failed_dead_letter_write_is_retried_and_readiness_recovers():
+    s = Stack()
+    s.flow.retry_backoff_s = 0.01
+    calls = []
+    real = s.flow.dead_letters.publish
+
+    async def flaky(error, **kw):
+        calls.append(error.code)
+        if len(calls) == 1:
+            raise ConnectionError("broker down")
+        return await real(error, **kw)
+
+    s.flow.dead_letters.publish = flaky
+
+    class Bad(Rec):
+        def __init__(self):
+            super().__init__(ev("u1", 1), 0)
+            self.value = b"{not json"
+
+    await s.flow.intake([Bad()])
+    assert calls == ["invalid_json", "invalid_json"] and [c for c, _ in s.dlq] == ["invalid_json"]
+    assert s.flow.readiness()[0] and s.flow.positions == {("in", 0): 1}
