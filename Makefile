@@ -50,7 +50,7 @@ schemas: $(STAMP)
 	$(PY) -m schemas.generate
 
 sample: $(STAMP)
-	$(PY) -m streamer.sample --users 40 --events-per-user 24 --seed 7 --out streamer/data/sample_clickstream.jsonl
+	$(PY) -m streamer.devtools.synthetic --users 40 --events-per-user 24 --seed 7 --out streamer/data/sample_clickstream.jsonl
 
 bench: $(STAMP)
 	$(PY) -m pip install --progress-bar off -q -e '.[bench]'

@@ -137,7 +137,7 @@ async def ensure_topics(suffix: str) -> None:
 
 def events(n_users: int, per_user, seed: int, prefix: str, activity: str = "uniform") -> list[dict]:
     """Synthetic events with ids made unique to this benchmark phase."""
-    from streamer.sample import generate_events
+    from streamer.devtools.synthetic import generate_events
 
     out = generate_events(n_users, per_user, seed=seed, activity=activity)
     for e in out:

@@ -106,9 +106,9 @@ async def bare_buffered_consume(topic: str, n: int, keyspace: str) -> dict:
     from streamer.adapters.cassandra.pending import CassandraPendingBuffer
     from streamer.adapters.cassandra.store import CassandraProfileStore
     from streamer.adapters.kafka.codec import decode_interaction
-    from streamer.flows.update_profiles import estimate_entry_tokens
     from streamer.ports import PendingEntry, PendingUser
-    from streamer.scheduler import StampClock, digest
+    from streamer.services.flow import estimate_entry_tokens
+    from streamer.services.scheduler import StampClock, digest
     from streamer.settings import CassandraSettings
 
     store = await asyncio.to_thread(CassandraProfileStore.from_settings, CassandraSettings(
@@ -448,8 +448,8 @@ class _NullBuffer:
 
 async def bench_pending_users(n_users: int) -> dict:
     from streamer.domain.pending import PendingIndex, WindowRules
-    from streamer.flows.update_profiles import UpdateFlow
-    from streamer.scheduler import Scheduler
+    from streamer.services.flow import UpdateFlow
+    from streamer.services.scheduler import Scheduler
 
     class _Rec:
         __slots__ = ("key", "value", "topic", "partition", "offset", "timestamp", "headers")

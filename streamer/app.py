@@ -13,11 +13,11 @@ from .adapters.kafka.consumer import BufferedPositionConsumer
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
-from .domain.retry import RetryPolicy
-from .flows.update_profiles import UpdateFlow
 from .ports import PendingBuffer, ProfileStore, SummaryModel
-from .scheduler import Scheduler
-from .service import ProfileUpdater, PromptCounter, UpdatePolicy
+from .services.flow import UpdateFlow
+from .services.policy import RetryPolicy
+from .services.scheduler import Scheduler
+from .services.updater import ProfileUpdater, PromptCounter, UpdatePolicy
 from .settings import Settings
 from .telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, setup_telemetry
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from streamer.cli import build_parser
+from streamer.entrypoints.cli import build_parser
 from streamer.settings import Settings
 
 try:
@@ -128,7 +128,7 @@ def settings_env_names() -> set[str]:
 def cli_accepts(argv: list[str]) -> bool:
     """Whether `streamer <argv>` is a valid command line (the stand-in has its own parser)."""
     if argv[:1] == ["standin"]:
-        from streamer.standin.__main__ import build_parser as standin_parser
+        from streamer.devtools.standin.__main__ import build_parser as standin_parser
 
         standin_parser().parse_args(argv[1:])
         return True
@@ -165,7 +165,7 @@ def test_entrypoint_is_the_streamer_console_script(final):
     cmd = _exec_form(final.all("CMD")[-1])
     assert cmd == ["worker"]
     scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
-    assert scripts.get("streamer") == "streamer.cli:main"
+    assert scripts.get("streamer") == "streamer.entrypoints.cli:main"
     assert cli_accepts(cmd)
 
 
@@ -277,7 +277,7 @@ def test_builder_context_builds_a_wheel_with_the_script_and_package_data(stages,
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        assert "streamer = streamer.cli:main" in zf.read(entry_points).decode()
+        assert "streamer = streamer.entrypoints.cli:main" in zf.read(entry_points).decode()
     needed = sorted(
         p.relative_to(ROOT).as_posix()
         for pkg in PACKAGE_DATA for p in (ROOT / pkg).rglob("*")

@@ -70,7 +70,7 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Pro
 
 def start_standin(log_dir: Path, *extra: str) -> tuple[Proc, str]:
     port = free_port()
-    proc = spawn(f"standin-{port}", [sys.executable, "-m", "streamer", "standin", "--port",
+    proc = spawn(f"standin-{port}", [sys.executable, "-m", "streamer.devtools.standin", "--port",
                                      str(port), *extra], {}, log_dir)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

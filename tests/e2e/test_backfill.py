@@ -9,7 +9,7 @@ import sys
 from collections import defaultdict
 
 from streamer.adapters.cassandra.store import CassandraProfileStore, connect
-from streamer.sample import encode_record, generate_events
+from streamer.devtools.synthetic import encode_record, generate_events
 from streamer.settings import CassandraSettings
 from tests.e2e.harness import ROOT, start_standin
 

@@ -4,7 +4,7 @@ and garbage, and fed duplicates.
 
 Every scenario runs `streamer worker` subprocesses against a PRIVATE Kafka + Cassandra pair
 (started here through deploy/local/infra.py, with its own run dir and ports, because scenario c
-kills Cassandra), streams a realistic clickstream (`streamer.sample.generate_events`, with a few
+kills Cassandra), streams a realistic clickstream (`streamer.devtools.synthetic.generate_events`, with a few
 invalid records) while the fault happens, then checks the ledger (`tests/e2e/ledger.py`):
 produced events vs stored versions vs change events, and the dead-letter topic (only the invalid
 records, never a valid event).
@@ -61,8 +61,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed
-from streamer.sample import encode_record, generate_events, invalid_kind
-from streamer.service import NO_MODEL
+from streamer.devtools.synthetic import encode_record, generate_events, invalid_kind
+from streamer.services.updater import NO_MODEL
 from tests.e2e.harness import (
     INFRA_HELP,
     ROOT,

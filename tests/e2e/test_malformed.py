@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from schemas import INTERACTION_ADAPTER, DeadLetter
 from streamer.adapters.cassandra.store import connect
-from streamer.sample import generate_events
+from streamer.devtools.synthetic import generate_events
 from tests.e2e.harness import Stack, TopicReader, produce, start_standin, wait_for_events_applied
 from tests.e2e.ledger import check_ledger, read_history
 

@@ -12,10 +12,10 @@ import pytest
 
 from schemas import INTERACTION_ADAPTER, DeadLetter
 from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.devtools.synthetic import generate_events
 from streamer.domain.output import parse_summary
 from streamer.domain.prompt import SYSTEM_PROMPT
-from streamer.sample import generate_events
-from streamer.service import NO_MODEL
+from streamer.services.updater import NO_MODEL
 from streamer.settings import CassandraSettings
 from tests.e2e.harness import ROOT, Stack, TopicReader, produce, start_standin, wait_for_events_applied
 

@@ -19,9 +19,9 @@ from schemas import SummaryChanged, SummaryRecord, TokenUsage
 from streamer.adapters.cassandra import store as cassandra_store
 from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.adapters.kafka.publish import KafkaChangePublisher
-from streamer.api import ROLLBACK_MODEL, create_api, store_probe
 from streamer.domain.windowing import window_id
-from streamer.service import change_event
+from streamer.entrypoints.api import ROLLBACK_MODEL, create_api, store_probe
+from streamer.services.updater import change_event
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "integration-token"

@@ -103,8 +103,9 @@ async def test_applied_event_ids_index_answers_dedupe_queries(store):
 async def test_dedupe_index_is_repaired_after_a_crash_between_claim_and_index(
     store, cassandra_settings
 ):
-    from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
-    from streamer.testing import ListPublisher, ScriptedSummaryModel
+    from streamer.adapters.memory.publish import CollectingPublisher
+    from streamer.devtools.fakes import ScriptedSummaryModel
+    from streamer.services.updater import Outcome, ProfileUpdater, UpdatePolicy
     from tests.factories import pairwise
 
     user = "user-crash"
@@ -117,7 +118,7 @@ async def test_dedupe_index_is_repaired_after_a_crash_between_claim_and_index(
         (user,),
     )
     updater = ProfileUpdater(store, ScriptedSummaryModel(lambda r: "<think>t</think>\n\nok"),
-                             ListPublisher(), UpdatePolicy(output_backoff_s=0))
+                             CollectingPublisher(), UpdatePolicy(output_backoff_s=0))
     replay = await updater.apply(user, [pairwise("e1", user)])  # the redelivery
     assert replay.outcome is Outcome.DUPLICATE
     assert await store.applied_event_ids(user, ["e1"]) == {"e1"}  # index repaired

@@ -8,9 +8,9 @@ import httpx
 
 from streamer.adapters.llm.baseline import BaselineSummaryModel
 from streamer.adapters.llm.client import OpenAICompatSummaryModel
-from streamer.domain.judge import JUDGE_SYSTEM
-from streamer.evaluation import BUNDLED_SYNTHETIC, evaluate, load_benchmark
-from streamer.standin.server import StandinConfig, running_standin
+from streamer.devtools.standin.server import StandinConfig, running_standin
+from streamer.evaluation.benchmark import BUNDLED_SYNTHETIC, evaluate, load_benchmark
+from streamer.evaluation.judge import JUDGE_SYSTEM
 from tests.e2e.harness import ROOT
 
 

@@ -9,7 +9,7 @@ from schemas import DeadLetter
 from streamer.adapters.kafka.admin import ensure_topics
 from streamer.adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from streamer.errors import InvalidEventError
-from streamer.service import change_event
+from streamer.services.updater import change_event
 from streamer.settings import KafkaSettings
 from tests.integration.test_cassandra_store import record
 

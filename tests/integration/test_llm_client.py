@@ -4,13 +4,14 @@ import httpx
 import pytest
 
 from streamer.adapters.llm.client import OpenAICompatSummaryModel
+from streamer.adapters.memory.publish import CollectingPublisher
+from streamer.adapters.memory.store import InMemoryProfileStore
+from streamer.devtools.standin.server import FaultConfig, StandinConfig, running_standin
 from streamer.domain.prompt import build_update_prompt
 from streamer.domain.triples import Triple
 from streamer.errors import ModelRequestError, ModelUnavailableError
 from streamer.ports import UpdateRequest
-from streamer.service import Outcome, ProfileUpdater, UpdatePolicy
-from streamer.standin.server import FaultConfig, StandinConfig, running_standin
-from streamer.testing import InMemoryProfileStore, ListPublisher
+from streamer.services.updater import Outcome, ProfileUpdater, UpdatePolicy
 from tests.factories import pairwise
 
 
@@ -96,7 +97,7 @@ async def test_updater_retries_malformed_replies_then_stores_a_good_one():
     async with running_standin(StandinConfig()) as base:
         await set_faults(base, malformed_rate=1.0, malformed_kind="no_think_close")
         model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
-        store, pub = InMemoryProfileStore(), ListPublisher()
+        store, pub = InMemoryProfileStore(), CollectingPublisher()
         updater = ProfileUpdater(store, model, pub, UpdatePolicy(output_backoff_s=0))
         bad = await updater.apply("u1", [pairwise("e1", domain="movies")])
         assert bad.outcome is Outcome.REJECTED_OUTPUT and await store.history("u1") == []

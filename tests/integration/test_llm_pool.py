@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 
 from streamer.adapters.llm.client import OpenAICompatSummaryModel
+from streamer.devtools.standin.server import FaultConfig, StandinConfig, count_chat_tokens, running_standin
 from streamer.errors import ModelRequestError, ModelUnavailableError
 from streamer.settings import ModelSettings
-from streamer.standin.server import FaultConfig, StandinConfig, count_chat_tokens, running_standin
 from tests.integration.test_llm_client import request
 
 MODEL = "VanillaH1/AlignXplore-Plus"

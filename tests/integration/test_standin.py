@@ -15,10 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamer.domain.baseline import BASELINE_HEADER
-from streamer.domain.prompt import build_update_prompt
-from streamer.domain.triples import Triple
-from streamer.standin import (
+from streamer.devtools.standin import (
     DEFAULT_MODEL,
     FaultConfig,
     MalformedKind,
@@ -26,6 +23,9 @@ from streamer.standin import (
     count_tokens,
     running_standin,
 )
+from streamer.domain.baseline import BASELINE_HEADER
+from streamer.domain.prompt import build_update_prompt
+from streamer.domain.triples import Triple
 
 pytestmark = pytest.mark.integration
 
@@ -369,7 +369,7 @@ async def test_stats_count_by_status_and_endpoint_and_reset() -> None:
 
 
 def test_cli_starts_announces_and_stops_on_sigterm() -> None:
-    argv = [sys.executable, "-m", "streamer.standin", "--host", "127.0.0.1", "--port", "0"]
+    argv = [sys.executable, "-m", "streamer.devtools.standin", "--host", "127.0.0.1", "--port", "0"]
     argv += ["--model", "cli/model", "--seed", "3", "--ttft-ms", "1", "--max-concurrency", "4"]
     with subprocess.Popen(
         argv,

@@ -15,14 +15,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from streamer.adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from streamer.adapters.memory.pending import MemoryPendingBuffer
-from streamer.api import create_api
+from streamer.adapters.memory.publish import CollectingPublisher
+from streamer.adapters.memory.store import InMemoryProfileStore
 from streamer.app import build_flow
-from streamer.flows.update_profiles import UpdateFlow
+from streamer.devtools.fakes import ScriptedSummaryModel
+from streamer.entrypoints.api import create_api
 from streamer.logging import configure_logging
-from streamer.service import ProfileUpdater, UpdatePolicy
+from streamer.services.flow import UpdateFlow
+from streamer.services.updater import ProfileUpdater, UpdatePolicy
 from streamer.settings import Settings
 from streamer.telemetry import Telemetry, setup_telemetry
-from streamer.testing import InMemoryProfileStore, ListPublisher, ScriptedSummaryModel
 from tests.factories import feedback, item, pairwise
 
 pytestmark = pytest.mark.unit
@@ -183,7 +185,7 @@ async def test_metrics_endpoint_of_the_read_api(telemetry):
     async def ready() -> dict:
         return {}
 
-    app = create_api(InMemoryProfileStore(), ListPublisher(), token=None, ready=ready,
+    app = create_api(InMemoryProfileStore(), CollectingPublisher(), token=None, ready=ready,
                      telemetry=telemetry)
     telemetry.record_update("updated", 3)
     async with TestClient(TestServer(app)) as client:

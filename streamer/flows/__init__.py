@@ -1,1 +1,0 @@
-"""Stream flows (faust agents): thin, decode -> domain -> ports."""

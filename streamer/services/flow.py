@@ -1,0 +1,358 @@
+"""The update flow's intake: input records in, durable pending windows out.
+
+A batch of input records is decoded; invalid ones are dead-lettered (original bytes, reason in
+the headers); valid ones are written to the durable pending buffer (idempotent on user, event id
+and content digest) and noted in the pending index.  Only then is the batch acknowledged, and
+the consumer commits the input offsets on a fixed interval: committed means "buffered", never
+"applied".  Windows close and are applied by the :class:`~streamer.services.scheduler.Scheduler`, which
+reads them back from the buffer.
+
+Used by the Kafka worker (records are faust messages) and by the replay command (records built
+from a file), so both walk the same path: intake -> buffer -> due timer -> update -> store ->
+publish -> (buffer delete).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from schemas import Interaction
+
+from ..adapters.kafka.codec import decode_interaction
+from ..domain.pending import PendingIndex
+from ..errors import InvalidEventError, OutputRejectedError
+from ..ports import PendingBuffer, PendingEntry, PendingUser
+from ..telemetry import Telemetry, _header_value
+from .scheduler import Finished, Scheduler, digest
+
+log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """What intake needs of an input record (a faust/aiokafka message fits)."""
+
+    key: bytes | None
+    value: bytes | None
+    topic: str
+    partition: int
+    offset: int
+    timestamp: float | None
+    headers: Any
+
+
+@dataclass
+class FlowStats:
+    """Counters exposed to logs, readiness and tests."""
+
+    consumed: int = 0
+    buffered: int = 0
+    dead_lettered: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+    parked: int = 0
+
+
+class DeadLetters(Protocol):
+    async def publish(self, error: InvalidEventError, *, key: bytes | None, value: bytes | None,
+                      headers: Any, source_topic: str, partition: int, offset: int) -> Any: ...
+
+
+def estimate_entry_tokens(value: bytes) -> int:
+    """A cheap over-estimate of what one record adds to a rendered prompt: its JSON size / 3
+    (the rendered item text is shorter than the record's JSON)."""
+    return len(value) // 3 + 8
+
+
+class UpdateFlow:
+    def __init__(
+        self,
+        index: PendingIndex,
+        buffer: PendingBuffer,
+        scheduler: Scheduler,
+        dead_letters: DeadLetters,
+        *,
+        max_message_bytes: int,
+        require_key: bool = True,
+        max_event_age_s: float | None = None,
+        max_clock_skew_s: float | None = None,
+        dedupe_horizon_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        retry_backoff_s: float = 1.0,
+        pipeline: bool = False,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.index = index
+        self.buffer = buffer
+        self.scheduler = scheduler
+        self.dead_letters = dead_letters
+        self.max_message_bytes = max_message_bytes
+        self.require_key = require_key
+        self.max_event_age_s = max_event_age_s
+        self.max_clock_skew_s = max_clock_skew_s
+        self.dedupe_horizon_s = dedupe_horizon_s
+        self.clock = clock
+        self.retry_backoff_s = retry_backoff_s
+        self.telemetry = telemetry or Telemetry.noop()
+        self.stats = FlowStats()
+        self.owned: set[int] | None = None  # None: every partition (replay)
+        # (topic, partition) -> offset after the last record buffered or dead-lettered: what
+        # the consumer may commit (see adapters/kafka/consumer.py)
+        self.positions: dict[tuple[str, int], int] = {}
+        self.intake_error: str | None = None
+        self.closing = False
+        self._started = time.monotonic()
+        self._first_batch = True
+        self.pipeline = pipeline  # write one batch while the next is decoded (the worker)
+        self._writing: asyncio.Task[None] | None = None
+        scheduler.owns = self.owns
+        scheduler.on_finished = self._finished
+        scheduler.on_conflict = self._conflict
+        t = self.telemetry
+        t.observe_value("streamer_pool_in_flight", lambda: scheduler.busy)
+        t.observe_value("streamer_pool_saturated", lambda: 1 if scheduler.saturated else 0)
+        t.observe_value("streamer_pending_events", index.pending_events)
+        t.observe_value("streamer_pending_users", lambda: len(index))
+        t.observe_value("streamer_parked_users", lambda: len(scheduler.parked_users))
+        t.observe_value("streamer_oldest_pending_age_seconds", self.oldest_pending_age_s)
+
+    # -- intake --------------------------------------------------------------------------------
+
+    def decode(self, entry: PendingEntry) -> Interaction:
+        """A buffered record back to its interaction (validated at intake already)."""
+        return decode_interaction(None, entry.value, max_bytes=max(self.max_message_bytes,
+                                                                   len(entry.value)))
+
+    async def intake(self, records: Sequence[Record]) -> None:
+        """Buffer a batch durably (retrying while the buffer is down); dead-letter invalid
+        records.  Returns once every record is either buffered or dead-lettered."""
+        now_dt = datetime.now(UTC)
+        now = self.clock()
+        if self._first_batch and records:
+            self._first_batch = False
+            log.info("first records consumed %.1fs after start: %d records, first %s[%d]@%d",
+                     time.monotonic() - self._started, len(records), records[0].topic,
+                     records[0].partition, records[0].offset)
+        entries: dict[tuple[str, str, str], PendingEntry] = {}
+        for m in records:
+            self.stats.consumed += 1
+            value = m.value
+            ts = m.timestamp
+            kafka_ts = (ts / 1000.0 if isinstance(ts, int | float) and ts > 1e11 else
+                        float(ts) if isinstance(ts, int | float) and ts > 0 else 0.0)
+            try:
+                if self.dedupe_horizon_s and kafka_ts and now - kafka_ts > self.dedupe_horizon_s:
+                    raise InvalidEventError(
+                        "beyond_dedupe_horizon",
+                        f"record written {(now - kafka_ts) / 3600:.1f} h ago, beyond the event-id "
+                        f"dedupe horizon ({self.dedupe_horizon_s / 3600:.1f} h): it may have been "
+                        "applied already and its id forgotten, so applying it could count it "
+                        "twice; re-apply old data with `streamer backfill`")
+                event = decode_interaction(
+                    m.key, value, max_bytes=self.max_message_bytes, now=now_dt,
+                    max_age_s=self.max_event_age_s, max_skew_s=self.max_clock_skew_s,
+                    require_key=self.require_key)
+            except InvalidEventError as exc:
+                await self._dead_letter(exc, m)
+                continue
+            assert value is not None
+            entry = PendingEntry(
+                user_id=event.user_id, event_id=event.event_id, digest=digest(value),
+                partition=m.partition, offset=m.offset, value=value, buffered_at=now,
+                tokens=estimate_entry_tokens(value),
+                traceparent=_header_value(m.headers, "traceparent") or "",
+                kafka_ts=kafka_ts,
+            )
+            entries[(entry.user_id, entry.event_id, entry.digest)] = entry
+        ends: dict[tuple[str, int], int] = {}
+        for m in records:
+            key = (m.topic, m.partition)
+            ends[key] = max(ends.get(key, -1), m.offset + 1)
+        rows = list(entries.values())
+        if not self.pipeline:
+            await self._settle(rows, now, ends)
+            return
+        # one batch is written while the next one is fetched and decoded; positions (what the
+        # consumer commits) move only when a batch and every batch before it are buffered
+        await self.flush_intake()
+        self._writing = asyncio.create_task(self._settle(rows, now, ends))
+
+    async def flush_intake(self) -> None:
+        """Wait until the batch being written (pipelined intake) is buffered."""
+        if self._writing is not None:
+            await self._writing
+
+    async def _settle(self, rows: list[PendingEntry], now: float,
+                      ends: dict[tuple[str, int], int]) -> None:
+        if rows:
+            await self._buffer(rows, now)
+        for key, end in ends.items():
+            if self.owns(key[1]) and end > self.positions.get(key, -1):
+                self.positions[key] = end
+
+    async def _buffer(self, rows: list[PendingEntry], now: float) -> None:
+        # records of a partition revoked meanwhile are still written (idempotent: the new owner
+        # reads them again, as they are not committed here), but not scheduled by this worker
+        new_users = {e.user_id: PendingUser(e.user_id, e.partition, now)
+                     for e in rows if e.user_id not in self.index and self.owns(e.partition)}
+        await self._write(rows, list(new_users.values()))
+        late: list[PendingUser] = []
+        for e in rows:
+            if not self.owns(e.partition):
+                continue
+            if self.index.add(e.user_id, e.partition, tokens=e.tokens, now=now) \
+                    and e.user_id not in new_users:
+                # settled and forgotten while the batch was being written: record it again
+                late.append(PendingUser(e.user_id, e.partition, now))
+        if late:
+            await self._write([], late)
+        self.stats.buffered += len(rows)
+        self.telemetry.record_buffered(len(rows))
+
+    async def _write(self, rows: list[PendingEntry], users: list[PendingUser]) -> None:
+        await self._until_done("pending buffer write", lambda: self.buffer.add(
+            rows, users, stamp_us=self.scheduler.stamps()))
+
+    async def _dead_letter(self, exc: InvalidEventError, m: Record) -> None:
+        await self._until_done("dead-letter write", lambda: self.dead_letters.publish(
+            exc, key=m.key, value=m.value, headers=_headers(m.headers),
+            source_topic=m.topic, partition=m.partition, offset=m.offset))
+        self.stats.dead_lettered += 1
+        self.telemetry.record_dead_letter(exc.code)
+
+    async def _until_done(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``op`` until it succeeds, backing off, with intake paused and readiness failing
+        meanwhile: the batch is not committed until then, and skipping a record would lose it."""
+        delay = self.retry_backoff_s
+        while True:
+            try:
+                await op()
+            except Exception as exc:  # noqa: BLE001 - not written: retry, never skip
+                if self.closing:
+                    raise
+                if self.intake_error is None:
+                    log.error("%s failed (%s: %s); intake paused, retrying (input offsets are "
+                              "not committed meanwhile)", what, type(exc).__name__, exc)
+                self.intake_error = f"{what}: {type(exc).__name__}: {exc}"
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            if self.intake_error is not None:
+                log.info("%s succeeded again; intake resumed", what)
+            self.intake_error = None
+            return
+
+    async def _conflict(self, entry: PendingEntry, code: str) -> None:
+        exc = InvalidEventError(code, f"event id {entry.event_id!r} of user {entry.user_id!r} "
+                                      "was seen before with different content; the first one "
+                                      "is applied, this one is not")
+        await self.dead_letters.publish(
+            exc, key=entry.user_id.encode(), value=entry.value, headers=[],
+            source_topic="pending-buffer", partition=entry.partition, offset=entry.offset)
+        self.stats.dead_lettered += 1
+        self.telemetry.record_dead_letter(code)
+
+    # -- ownership -----------------------------------------------------------------------------
+
+    def owns(self, partition: int) -> bool:
+        return self.owned is None or partition in self.owned
+
+    async def on_assigned(self, partitions: Iterable[int]) -> int:
+        """Rebuild the index of newly assigned partitions from the buffer; overdue windows fire
+        on the next tick.  Returns the number of users recovered."""
+        new = set(partitions) - (self.owned or set())
+        self.owned = (self.owned or set()) | new
+        if not new:
+            return 0
+        users = await self.buffer.users(sorted(new))
+        for u in users:
+            self.index.recover(u.user_id, u.partition, u.first_at)
+        if users:
+            log.info("rebuilt %d pending windows of partitions %s", len(users), sorted(new))
+        return len(users)
+
+    async def on_revoked(self, partitions: Iterable[int], *, wait_s: float = 2.0) -> None:
+        """Stop storing and publishing for revoked partitions (in-flight updates are fenced),
+        give in-flight updates a moment to settle, and forget the partitions' windows: their
+        new owner rebuilds them from the buffer."""
+        lost = set(partitions)
+        if self.owned is not None:
+            self.owned -= lost
+        for key in [k for k in self.positions if k[1] in lost]:
+            del self.positions[key]  # never commit a stale position if it comes back
+        users = self.index.users_of(lost)
+        await self.scheduler.wait_users(users, wait_s)
+        dropped = self.index.forget(u for u in users if u not in self.scheduler._tasks)
+        if users:
+            log.info("rebalance: handed over %d pending windows (%d events) of partitions %s",
+                     len(users), dropped, sorted(lost))
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        await self.scheduler.tick()
+
+    def oldest_pending_age_s(self) -> float:
+        first = self.index.oldest_first_at()
+        return max(0.0, self.clock() - first) if first is not None else 0.0
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details): not ready while the buffer or a dependency fails, or closing."""
+        s = self.scheduler
+        details = {
+            "degraded": s.degraded_reason,
+            "intake_error": self.intake_error,
+            "closing": s.closing,
+            "pending_events": self.index.pending_events(),
+            "pending_users": len(self.index),
+            "oldest_pending_age_s": round(self.oldest_pending_age_s(), 1),
+            "parked_users": len(s.parked_users),
+            "model_calls_in_flight": s.busy,
+            "model_slots": s.max_concurrency,
+            "updates_in_flight": s.updates,
+            "saturated": s.saturated,
+        }
+        ready = not s.degraded and not s.closing and self.intake_error is None
+        return ready, details
+
+    async def shutdown(self, timeout_s: float) -> None:
+        """Graceful stop: finish in-flight updates within ``timeout_s``; pending windows stay in
+        the durable buffer for the partitions' next owner."""
+        self.closing = True
+        try:
+            await asyncio.wait_for(self.flush_intake(), timeout_s)
+        except Exception:  # noqa: BLE001 - not buffered: not committed, re-read by the next owner
+            log.warning("shutdown: the last intake batch was not buffered; it will be re-read")
+        finished = await self.scheduler.drain(timeout_s)
+        log.info("shutdown: in-flight updates %s; %d pending windows stay buffered",
+                 "finished" if finished else "cancelled at the deadline", len(self.index))
+
+    def _finished(self, f: Finished) -> None:
+        if f.error is not None:
+            if f.decision == "parked":
+                self.stats.parked += 1
+            self.stats.failures += 1
+            rejected = isinstance(f.error, OutputRejectedError)
+            self.telemetry.record_update("rejected_output" if rejected else "error", f.events)
+            return
+        for r in f.results:
+            outcome = r.outcome.value
+            self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+            n = len(r.record.event_ids) if r.record else 0
+            self.telemetry.record_update(outcome, n)
+            log.info("window done: outcome=%s events=%d version=%s latency_ms=%.0f",
+                     outcome, n, r.record.version if r.record else None,
+                     r.record.latency_ms if r.record else 0.0)
+
+
+def _headers(headers: Any) -> list[tuple[str, bytes]]:
+    if not headers:
+        return []
+    if isinstance(headers, dict):
+        return list(headers.items())
+    return [(k, v) for k, v in headers]

@@ -1,0 +1,381 @@
+"""The update service: one closed window in, one new summary version out.
+
+Used unchanged by the Kafka worker, the replay command and backfill.  It only talks to ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from opentelemetry.trace import SpanKind
+
+from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
+
+from ..domain.budget import FitResult, estimate_tokens, fit_prompt_async
+from ..domain.output import OutputRejected, parse_summary
+from ..domain.prompt import NOT_PROVIDED, Prompt
+from ..domain.triples import Triple, to_triples
+from ..domain.windowing import window_id
+from ..errors import StoreRegressedError, VersionConflictError
+from ..ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, UpdateRequest
+from ..telemetry import Telemetry, WindowTrace
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "prefstream-carry-forward"
+"""``model`` of a version made without a model call (the previous summary carried forward).
+A first version of this kind holds ``Not Provided.``, the model's own no-summary placeholder."""
+
+
+class Outcome(enum.StrEnum):
+    """What happened to a window; one per update, used by logs and metrics."""
+
+    UPDATED = "updated"
+    DUPLICATE = "duplicate"  # every event was already applied (a replayed window)
+    NO_TRIPLES = "no_triples"  # only unpaired dislikes: summary carried forward, events dropped
+    TOO_LARGE = "too_large"  # not even one interaction fits: summary carried forward, dropped
+    REJECTED_OUTPUT = "rejected_output"  # the model never gave a usable summary
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateResult:
+    outcome: Outcome
+    user_id: str
+    record: SummaryRecord | None = None
+    attempts: int = 0
+    rejections: tuple[str, ...] = ()
+    dropped_event_ids: tuple[str, ...] = field(default=())
+    summary_too_long: bool = False
+    reused_event_ids: tuple[str, ...] = ()  # applied before with other content: not applied
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePolicy:
+    """Knobs of the update service (from settings)."""
+
+    rating_threshold: float = 0.7
+    max_summary_chars: int = 8000
+    output_attempts: int = 3
+    output_backoff_s: float = 0.5
+    conflict_attempts: int = 5
+    context_tokens: int = 16384
+    output_tokens: int = 4096
+    published_memory: int = 100_000  # users whose last published version is remembered
+
+
+PromptCounter = Callable[[Prompt], Awaitable[int | None]]
+"""Counts a rendered prompt's tokens exactly (e.g. vLLM ``/tokenize``); None when unavailable."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProfileUpdater:
+    """Applies windows of interactions to users' summaries."""
+
+    def __init__(
+        self,
+        store: ProfileStore,
+        model: SummaryModel,
+        publisher: ChangePublisher,
+        policy: UpdatePolicy | None = None,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        token_counter: PromptCounter | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
+        self.telemetry = telemetry or Telemetry.noop()
+        self.token_counter = token_counter
+        self.store = store
+        self.model = model
+        self.publisher = publisher
+        self.policy = policy or UpdatePolicy()
+        self.clock = clock
+        self._published: dict[str, int] = {}  # highest version published per user (bounded LRU)
+
+    async def apply(
+        self, user_id: str, events: Sequence[Interaction], *, trace: WindowTrace | None = None,
+        guard: Callable[[], None] | None = None, digests: Mapping[str, str] | None = None,
+    ) -> UpdateResult:
+        """Apply a closed window; retries version conflicts by reloading the current version.
+
+        Raises transient errors (store or model unavailable) to the caller, which keeps the
+        window's events for a later attempt.  ``trace`` (from the transport) gives the input
+        records' trace contexts, linked from the ``update_window`` span, and Kafka timestamps.
+        ``guard`` is called right before the version is stored and before it is published; it
+        raises :class:`~streamer.errors.FencedError` when this worker lost the user's partition.
+        """
+        trace = trace or WindowTrace()
+        self._guard = guard
+        with self.telemetry.window_span(user_id, len(events), trace.links) as span:
+            for _ in range(self.policy.conflict_attempts):
+                try:
+                    result = await self._apply_once(user_id, events, trace, guard, digests)
+                except VersionConflictError:
+                    log.info("version conflict for a user; reloading and retrying")
+                    continue
+                span.set_attribute("prefstream.outcome", result.outcome.value)
+                if result.record is not None:
+                    span.set_attribute("prefstream.version", result.record.version)
+                log.info(
+                    "window applied: user_id=%s outcome=%s events=%d version=%s",
+                    user_id, result.outcome.value, len(events),
+                    result.record.version if result.record else None,
+                    extra={"linked_trace_ids": [format(sc.trace_id, "032x") for sc in trace.links]},
+                )
+                return result
+            raise VersionConflictError(
+                f"gave up after {self.policy.conflict_attempts} version conflicts"
+            )
+
+    async def _apply_once(
+        self, user_id: str, events: Sequence[Interaction], trace: WindowTrace,
+        guard: Callable[[], None] | None = None, digests: Mapping[str, str] | None = None,
+    ) -> UpdateResult:
+        reused: set[str] = set()
+        result = await self._apply_window(user_id, events, trace, guard, digests, reused)
+        if reused:
+            result = replace(result, reused_event_ids=tuple(sorted(reused)))
+        return result
+
+    async def _apply_window(
+        self, user_id: str, events: Sequence[Interaction], trace: WindowTrace,
+        guard: Callable[[], None] | None, digests: Mapping[str, str] | None, reused: set[str],
+    ) -> UpdateResult:
+        current = await self.store.get_current(user_id)
+        self._check_regression(user_id, current)
+        ids = [e.event_id for e in events]
+        digests = digests or {}
+        known = await self.store.applied_digests(user_id, ids)
+        indexed = set(known)
+        # an id applied before with other content: not a duplicate, and not applied either
+        reused.update(i for i, d in known.items() if d and digests.get(i) and digests[i] != d)
+        in_current = set(ids) & set(current.event_ids) if current else set()
+        if current is not None and in_current - indexed:
+            # a crash between the version claim and its dedupe-index write: repair the index,
+            # or a later duplicate (once a newer version exists) would be applied again
+            await self.store.mark_applied(user_id, sorted(in_current - indexed), current.version,
+                                          digests)
+        applied = indexed | in_current
+        fresh = [e for e in events if e.event_id not in applied]
+        if current is not None and in_current:
+            # Redelivered events of the latest version: the worker may have died after storing
+            # it and before its change event was acknowledged, so publish it again (same
+            # deterministic event id: consumers drop the copy).
+            if guard is not None:
+                guard()
+            await self.publisher.publish(change_event(current))
+        if not fresh:
+            return UpdateResult(Outcome.DUPLICATE, user_id, current)
+        conversion = to_triples(fresh, rating_threshold=self.policy.rating_threshold)
+        previous = current.summary if current else None
+        if not conversion.triples:  # nothing to show the model: carry the summary forward
+            record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
+                                       dropped=conversion.unpaired_event_ids, trace=trace,
+                                       guard=guard, digests=digests)
+            return UpdateResult(Outcome.NO_TRIPLES, user_id, record,
+                                dropped_event_ids=record.dropped_event_ids)
+        fit = await self._fit(previous, conversion.triples)
+        if fit.summary_too_long:
+            log.warning("previous summary exceeds its token allowance (truncated=%s)",
+                        fit.summary_truncated)
+        if not fit.fits:
+            log.error("window does not fit the context even cut down (%d prompt tokens)",
+                      fit.prompt_tokens)
+            record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
+                                       dropped=tuple(e.event_id for e in fresh), trace=trace,
+                                       guard=guard, digests=digests)
+            return UpdateResult(Outcome.TOO_LARGE, user_id, record,
+                                dropped_event_ids=record.dropped_event_ids)
+        request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
+        reply, summary, attempts, rejections = await self._generate(request)
+        if summary is None:  # the scheduler retries the window, and parks it after a bound
+            return UpdateResult(
+                Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
+            )
+        dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
+        record = await self._store(user_id, current, fresh, summary, reply.model, reply,
+                                   dropped=dropped, trace=trace, guard=guard, digests=digests)
+        return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
+                            dropped_event_ids=record.dropped_event_ids,
+                            summary_too_long=fit.summary_too_long)
+
+    async def _store(
+        self,
+        user_id: str,
+        current: SummaryRecord | None,
+        events: Sequence[Interaction],
+        summary: str | None,
+        model: str,
+        reply: ModelReply | None,
+        *,
+        dropped: Sequence[str],
+        trace: WindowTrace | None = None,
+        guard: Callable[[], None] | None = None,
+        digests: Mapping[str, str] | None = None,
+    ) -> SummaryRecord:
+        """Append the next version (raises VersionConflictError) and publish its change event.
+
+        Every window ends in a version, so each valid event is recorded in exactly one; events
+        the prompt could not show are listed in ``dropped_event_ids``, never silently lost.
+        """
+        record = SummaryRecord(
+            user_id=user_id,
+            version=current.version + 1 if current else 1,
+            previous_version=current.version if current else None,
+            summary=summary if summary is not None else NOT_PROVIDED,
+            model=model,
+            window_id=window_id(user_id, (e.event_id for e in events)),
+            event_ids=tuple(e.event_id for e in events),
+            dropped_event_ids=tuple(dict.fromkeys(dropped)),
+            usage=TokenUsage(
+                prompt_tokens=reply.prompt_tokens if reply else 0,
+                completion_tokens=reply.completion_tokens if reply else 0,
+            ),
+            latency_ms=reply.latency_ms if reply else 0.0,
+            created_at=_after(self.clock(), current.created_at if current else None),
+        )
+        if guard is not None:
+            guard()
+        with self.telemetry.span("store_append", attributes={"prefstream.version": record.version}):
+            await self.store.append(record, digests)
+        self._published_version(record.user_id, record.version)
+        if guard is not None:
+            guard()
+        with self.telemetry.span("publish_change", kind=SpanKind.PRODUCER):
+            await self.publisher.publish(change_event(record))
+        self._record_freshness(events, trace)
+        return record
+
+    def _published_version(self, user_id: str, version: int) -> None:
+        seen = self._published
+        seen.pop(user_id, None)
+        seen[user_id] = version
+        while len(seen) > self.policy.published_memory:
+            seen.pop(next(iter(seen)))
+
+    def _check_regression(self, user_id: str, current: SummaryRecord | None) -> None:
+        """Refuse to write under a version number already published when the store went
+        backwards (acknowledged writes lost, e.g. a node without durable commits killed)."""
+        published = self._published.get(user_id)
+        latest = current.version if current else 0
+        if published is not None and latest < published:
+            self.telemetry.record_store_regression()
+            log.error("store went backwards: user_id=%s latest stored version %d < published %d;"
+                      " not writing until it catches up", user_id, latest, published)
+            raise StoreRegressedError(
+                f"latest stored version {latest} is below published version {published}")
+
+    def _record_freshness(self, events: Sequence[Interaction], trace: WindowTrace | None) -> None:
+        """Input record (Kafka timestamp, else occurred_at) to acknowledged change event."""
+        times = trace.event_times if trace else {}
+        now = time.time()
+        for e in events:
+            at = times.get(e.event_id)
+            if at is None:
+                at = e.occurred_at.timestamp()
+            self.telemetry.record_freshness(now - at)
+
+    async def _fit(self, previous: str | None, triples: Sequence[Triple]) -> FitResult:
+        """Fit prompt + output allowance into the context, keeping the most recent triples.
+
+        The conservative offline estimate is tried first: it over-counts, so when it fits the
+        real prompt fits too and the server is not asked.  Only a window the estimate finds too
+        large is measured with the server's tokenizer (when available).
+        """
+        policy = self.policy
+
+        async def estimate(prompt: Prompt) -> int:
+            return estimate_tokens(prompt.chat_text())
+
+        fit = await fit_prompt_async(previous, triples, count=estimate,
+                                     context_tokens=policy.context_tokens,
+                                     output_tokens=policy.output_tokens)
+        if self.token_counter is None or (fit.fits and not fit.dropped_event_ids
+                                          and not fit.truncated_event_ids):
+            return fit
+        counter = self.token_counter
+
+        async def exact(prompt: Prompt) -> int:
+            n = await counter(prompt)
+            return n if n is not None else estimate_tokens(prompt.chat_text())
+
+        return await fit_prompt_async(previous, triples, count=exact,
+                                      context_tokens=policy.context_tokens,
+                                      output_tokens=policy.output_tokens)
+
+    async def _generate(
+        self, request: UpdateRequest
+    ) -> tuple[ModelReply, str | None, int, tuple[str, ...]]:
+        rejections: list[str] = []
+        reply: ModelReply | None = None
+        latency = 0.0
+        for attempt in range(1, self.policy.output_attempts + 1):
+            started = time.perf_counter()
+            with self.telemetry.span("model_call", kind=SpanKind.CLIENT,
+                                     attributes={"prefstream.attempt": attempt}) as span:
+                try:
+                    reply = await self.model.generate(request)
+                except Exception:
+                    self.telemetry.record_model_call(time.perf_counter() - started, prompt_tokens=0,
+                                                     completion_tokens=0, ok=False)
+                    raise
+                span.set_attribute("gen_ai.usage.input_tokens", reply.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", reply.completion_tokens)
+            self.telemetry.record_model_call(time.perf_counter() - started,
+                                             prompt_tokens=reply.prompt_tokens,
+                                             completion_tokens=reply.completion_tokens)
+            latency += reply.latency_ms
+            try:
+                summary = parse_summary(
+                    reply.text,
+                    max_chars=self.policy.max_summary_chars,
+                    finish_reason=reply.finish_reason,
+                )
+            except OutputRejected as exc:
+                rejections.append(exc.code)
+                log.warning("model output rejected (%s), attempt %d", exc.code, attempt)
+                if attempt < self.policy.output_attempts:
+                    await asyncio.sleep(self.policy.output_backoff_s * 2 ** (attempt - 1))
+                continue
+            reply = ModelReply(
+                reply.text, reply.model, reply.prompt_tokens, reply.completion_tokens,
+                reply.finish_reason, latency,
+            )
+            return reply, summary, attempt, tuple(rejections)
+        assert reply is not None
+        return reply, None, self.policy.output_attempts, tuple(rejections)
+
+
+def _after(now: datetime, previous: datetime | None) -> datetime:
+    """``now``, but at least 1 ms after the previous version (stored at ms precision): a user's
+    versions have strictly increasing ``created_at``, which orders the current-row writes."""
+    if previous is None:
+        return now
+    return max(now, previous + timedelta(milliseconds=1))
+
+
+def change_event(record: SummaryRecord) -> SummaryChanged:
+    """The change event announcing a stored version (its id is derived, so replays match)."""
+    return SummaryChanged(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{record.user_id}/{record.version}")),
+        user_id=record.user_id,
+        version=record.version,
+        previous_version=record.previous_version,
+        summary=record.summary,
+        model=record.model,
+        window_id=record.window_id,
+        event_ids=record.event_ids,
+        dropped_event_ids=record.dropped_event_ids,
+        usage=record.usage,
+        latency_ms=record.latency_ms,
+        occurred_at=record.created_at,
+    )
