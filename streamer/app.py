@@ -13,11 +13,11 @@ from .adapters.kafka.consumer import BufferedPositionConsumer
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
-from .ports import PendingBuffer, ProfileStore, SummaryModel
+from .ports import PendingBuffer, ProfileStore, SummaryModel, TokenCounter
 from .services.flow import UpdateFlow
 from .services.policy import RetryPolicy
 from .services.scheduler import Scheduler
-from .services.updater import ProfileUpdater, PromptCounter, UpdatePolicy
+from .services.updater import ProfileUpdater, UpdatePolicy
 from .settings import Settings
 from .telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, setup_telemetry
 
@@ -120,7 +120,7 @@ def update_policy(settings: Settings) -> UpdatePolicy:
     )
 
 
-def build_token_counter(model: SummaryModel) -> PromptCounter | None:
+def build_token_counter(model: SummaryModel) -> TokenCounter | None:
     """Exact prompt token counts: the serving pool's ``/tokenize`` first, else the real Qwen3
     tokenizer when installed locally; None leaves the conservative estimate alone."""
     from .adapters.llm.qwen_tokenizer import load_qwen_counter

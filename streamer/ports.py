@@ -1,10 +1,15 @@
-"""The service's ports: what the domain needs from the outside world, as Protocols."""
+"""The service's ports: what the services need from the outside world, as Protocols.
+
+Adapters (``streamer/adapters/``) implement them; the composition root (``streamer/app.py``)
+chooses which.  Nothing here does I/O.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from datetime import datetime
+from typing import Any, Protocol
 
 from schemas import SummaryChanged, SummaryRecord, SummaryUpdateFailed
 
@@ -77,6 +82,44 @@ class ProfileStore(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+class ReadableProfileStore(ProfileStore, Protocol):
+    """A store that also serves the read API's paged and point-in-time reads."""
+
+    async def history_page(
+        self, user_id: str, limit: int, before_version: int | None = None
+    ) -> Sequence[SummaryRecord]:
+        """Up to ``limit`` versions older than ``before_version`` (all when None), newest first."""
+        ...
+
+    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
+        """The highest version with ``created_at <= when`` (aware), or None."""
+        ...
+
+
+TokenCounter = Callable[[Prompt], Awaitable[int | None]]
+"""Counts a rendered prompt's tokens exactly (the pool's ``/tokenize``, or the real Qwen3
+tokenizer); None when it cannot, and the conservative estimate is used instead."""
+
+
+class RecordSender(Protocol):
+    """Writes one record to a Kafka topic; returns once the broker acknowledged it.
+
+    Raises :class:`~streamer.errors.BrokerUnavailableError` (retriable) or
+    :class:`~streamer.errors.PublishRejectedError` (permanent)."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes]]) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    """Keeps an invalid input record with the reason it was refused (the dead-letter topic)."""
+
+    async def publish(self, error: Any, *, key: bytes | None, value: bytes | None,
+                      headers: Any, source_topic: str, partition: int, offset: int) -> Any: ...
 
 
 class ChangePublisher(Protocol):

@@ -6,10 +6,16 @@ Build :class:`Settings` once at start-up and pass it (or a part of it) down.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_of(section: type[BaseModel], name: str) -> Any:
+    """The documented default of one setting: constructors that take a setting as a keyword
+    default to this, so every default has exactly one source (the field below)."""
+    return section.model_fields[name].get_default(call_default_factory=True)
 
 
 class _Section(BaseModel):

@@ -26,9 +26,9 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -40,7 +40,7 @@ from schemas.events import UserId
 from .. import __version__
 from ..domain.windowing import window_id
 from ..errors import StoreUnavailableError, VersionConflictError
-from ..ports import ChangePublisher, ProfileStore
+from ..ports import ChangePublisher, ProfileStore, ReadableProfileStore
 from ..services.updater import change_event
 from ..telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry
 
@@ -57,20 +57,6 @@ HISTORY_PATH = "/v1/users/{user_id}/history"
 ROLLBACK_PATH = "/v1/users/{user_id}/rollback"
 
 Ready = Callable[[], Awaitable[dict]]
-
-
-class ReadableProfileStore(ProfileStore, Protocol):
-    """What the API needs on top of :class:`~streamer.ports.ProfileStore`."""
-
-    async def history_page(
-        self, user_id: str, limit: int, before_version: int | None = None
-    ) -> Sequence[SummaryRecord]:
-        """Up to ``limit`` versions older than ``before_version`` (all when None), newest first."""
-        ...
-
-    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
-        """The highest version with ``created_at <= when`` (aware), or None."""
-        ...
 
 
 # --- API bodies (the stored records themselves are schemas.SummaryRecord) -----------------

@@ -28,11 +28,11 @@ from ..adapters.memory.publish import CollectingPublisher
 from ..adapters.sqlite.store import SqliteProfileStore
 from ..domain.pending import PendingIndex, WindowRules
 from ..errors import InvalidEventError
-from ..ports import ChangePublisher, ProfileStore, SummaryModel
+from ..ports import ChangePublisher, ProfileStore, SummaryModel, TokenCounter
 from ..services.flow import UpdateFlow
 from ..services.policy import RetryPolicy
 from ..services.scheduler import Finished, Scheduler
-from ..services.updater import ProfileUpdater, PromptCounter, UpdatePolicy
+from ..services.updater import ProfileUpdater, UpdatePolicy
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ async def replay(
     concurrency: int = 4,
     progress: bool = True,
     publisher: ChangePublisher | None = None,
-    token_counter: PromptCounter | None = None,
+    token_counter: TokenCounter | None = None,
 ) -> ReplayReport:
     """Replay raw JSONL records in order (windows on event time); returns what happened.
 

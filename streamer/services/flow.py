@@ -27,8 +27,9 @@ from schemas import Interaction
 from ..adapters.kafka.codec import decode_interaction
 from ..domain.pending import PendingIndex
 from ..errors import InvalidEventError, OutputRejectedError
-from ..ports import PendingBuffer, PendingEntry, PendingUser
+from ..ports import DeadLetterSink, PendingBuffer, PendingEntry, PendingUser
 from ..telemetry import Telemetry, _header_value
+from .policy import DeadLetter, Retry, RetryPolicy, Scope, decide
 from .scheduler import Finished, Scheduler, digest
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class Record(Protocol):
     topic: str
     partition: int
     offset: int
-    timestamp: float | None
+    timestamp: float | None  # Kafka record timestamp, milliseconds since the epoch
     headers: Any
 
 
@@ -58,9 +59,8 @@ class FlowStats:
     parked: int = 0
 
 
-class DeadLetters(Protocol):
-    async def publish(self, error: InvalidEventError, *, key: bytes | None, value: bytes | None,
-                      headers: Any, source_topic: str, partition: int, offset: int) -> Any: ...
+INTAKE_RETRY = RetryPolicy(base_s=1.0, max_s=10.0, park_after=1)
+"""Backoff of intake's buffer and dead-letter writes (nothing is parked in that scope)."""
 
 
 def estimate_entry_tokens(value: bytes) -> int:
@@ -75,7 +75,7 @@ class UpdateFlow:
         index: PendingIndex,
         buffer: PendingBuffer,
         scheduler: Scheduler,
-        dead_letters: DeadLetters,
+        dead_letters: DeadLetterSink,
         *,
         max_message_bytes: int,
         require_key: bool = True,
@@ -83,7 +83,7 @@ class UpdateFlow:
         max_clock_skew_s: float | None = None,
         dedupe_horizon_s: float | None = None,
         clock: Callable[[], float] = time.time,
-        retry_backoff_s: float = 1.0,
+        retry: RetryPolicy = INTAKE_RETRY,
         pipeline: bool = False,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -97,7 +97,7 @@ class UpdateFlow:
         self.max_clock_skew_s = max_clock_skew_s
         self.dedupe_horizon_s = dedupe_horizon_s
         self.clock = clock
-        self.retry_backoff_s = retry_backoff_s
+        self.retry = retry
         self.telemetry = telemetry or Telemetry.noop()
         self.stats = FlowStats()
         self.owned: set[int] | None = None  # None: every partition (replay)
@@ -143,8 +143,7 @@ class UpdateFlow:
             self.stats.consumed += 1
             value = m.value
             ts = m.timestamp
-            kafka_ts = (ts / 1000.0 if isinstance(ts, int | float) and ts > 1e11 else
-                        float(ts) if isinstance(ts, int | float) and ts > 0 else 0.0)
+            kafka_ts = ts / 1000.0 if isinstance(ts, int | float) and ts > 0 else 0.0  # ms
             try:
                 if self.dedupe_horizon_s and kafka_ts and now - kafka_ts > self.dedupe_horizon_s:
                     raise InvalidEventError(
@@ -157,8 +156,11 @@ class UpdateFlow:
                     m.key, value, max_bytes=self.max_message_bytes, now=now_dt,
                     max_age_s=self.max_event_age_s, max_skew_s=self.max_clock_skew_s,
                     require_key=self.require_key)
-            except InvalidEventError as exc:
-                await self._dead_letter(exc, m)
+            except Exception as exc:  # noqa: BLE001 - the one policy decides
+                decision = decide(exc, scope=Scope.RECORD)
+                if not isinstance(decision, DeadLetter):
+                    raise
+                await self._dead_letter(exc, m)  # type: ignore[arg-type]
                 continue
             assert value is not None
             entry = PendingEntry(
@@ -228,19 +230,20 @@ class UpdateFlow:
     async def _until_done(self, what: str, op: Callable[[], Awaitable[Any]]) -> None:
         """Run ``op`` until it succeeds, backing off, with intake paused and readiness failing
         meanwhile: the batch is not committed until then, and skipping a record would lose it."""
-        delay = self.retry_backoff_s
+        attempt = 0
         while True:
             try:
                 await op()
-            except Exception as exc:  # noqa: BLE001 - not written: retry, never skip
-                if self.closing:
+            except Exception as exc:  # noqa: BLE001 - the one policy decides; never skip
+                attempt += 1
+                decision = decide(exc, scope=Scope.WRITE, attempt=attempt, policy=self.retry)
+                if self.closing or not isinstance(decision, Retry):
                     raise
                 if self.intake_error is None:
                     log.error("%s failed (%s: %s); intake paused, retrying (input offsets are "
                               "not committed meanwhile)", what, type(exc).__name__, exc)
                 self.intake_error = f"{what}: {type(exc).__name__}: {exc}"
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+                await asyncio.sleep(decision.delay_s)
                 continue
             if self.intake_error is not None:
                 log.info("%s succeeded again; intake resumed", what)

@@ -37,7 +37,7 @@ from ..domain.windowing import window_id
 from ..errors import FencedError, OutputRejectedError, StreamerError
 from ..ports import ChangePublisher, ParkedWindow, PendingBuffer, PendingEntry, PendingUser
 from ..telemetry import Telemetry, WindowTrace, extract_span_context
-from .policy import Abandon, Park, Retry, RetryPolicy
+from .policy import Abandon, Park, Retry, RetryPolicy, Scope, decide
 from .updater import Outcome, ProfileUpdater, UpdateResult
 
 log = logging.getLogger(__name__)
@@ -333,16 +333,16 @@ class Scheduler:
         previous = self._previous_failure.get(user_id)
         self._previous_failure[user_id] = now
         self._failures.append((now, user_id))
-        decision = self.retry.decide(exc, attempt)
+        decision = decide(exc, scope=Scope.WINDOW, attempt=attempt, policy=self.retry)
         if not self.owns(partition):
             decision = Abandon()
         elif isinstance(decision, Park) and not [e for e in entries if e not in applied]:
             # nothing was read (the read itself failed) or all of it is stored: nothing to park
-            decision = Retry(self.retry.backoff(attempt))
+            decision = Retry(self.retry.backoff(attempt), transient=False)
         elif isinstance(decision, Park) and self.model_wide_failure(user_id, previous):
             # many users fail and (almost) nobody succeeds: the model or the pool is at fault,
             # and parking now would park everyone; retry until it recovers
-            decision = Retry(self.retry.backoff(attempt))
+            decision = Retry(self.retry.backoff(attempt), transient=False)
         if isinstance(decision, Abandon):
             log.info("update abandoned: partition %d was revoked (user_id=%s)", partition, user_id)
             self._previous_failure.pop(user_id, None)
@@ -350,12 +350,11 @@ class Scheduler:
             self._report(Finished(user_id, tuple(results), exc, "abandoned"))
             return
         if isinstance(decision, Retry):
-            retriable = isinstance(exc, StreamerError) and exc.retriable
             level = logging.WARNING if isinstance(exc, StreamerError) else logging.ERROR
             log.log(level, "update failed (%s: %s); attempt %d, retry in %.1fs (user_id=%s)",
                     type(exc).__name__, exc, attempt, decision.delay_s, user_id,
                     exc_info=not isinstance(exc, StreamerError))
-            if retriable:
+            if decision.transient:
                 self._degrade(f"{type(exc).__name__}: {exc}")
             if applied:  # the chain's first links are stored: only the rest is retried
                 self.index.done(user_id, len(applied), more=True, now=self.clock())

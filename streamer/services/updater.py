@@ -10,7 +10,7 @@ import enum
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +24,14 @@ from ..domain.prompt import NOT_PROVIDED, Prompt
 from ..domain.triples import Triple, to_triples
 from ..domain.windowing import window_id
 from ..errors import StoreRegressedError, VersionConflictError
-from ..ports import ChangePublisher, ModelReply, ProfileStore, SummaryModel, UpdateRequest
+from ..ports import (
+    ChangePublisher,
+    ModelReply,
+    ProfileStore,
+    SummaryModel,
+    TokenCounter,
+    UpdateRequest,
+)
 from ..telemetry import Telemetry, WindowTrace
 
 log = logging.getLogger(__name__)
@@ -70,9 +77,6 @@ class UpdatePolicy:
     published_memory: int = 100_000  # users whose last published version is remembered
 
 
-PromptCounter = Callable[[Prompt], Awaitable[int | None]]
-"""Counts a rendered prompt's tokens exactly (e.g. vLLM ``/tokenize``); None when unavailable."""
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -89,7 +93,7 @@ class ProfileUpdater:
         policy: UpdatePolicy | None = None,
         *,
         clock: Callable[[], datetime] = _utcnow,
-        token_counter: PromptCounter | None = None,
+        token_counter: TokenCounter | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self.telemetry = telemetry or Telemetry.noop()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from ...errors import BrokerUnavailableError
 from ...settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ async def ensure_topics(settings: KafkaSettings, *, timeout_ms: int = 30_000) ->
     try:
         await admin.start()
     except KafkaError as exc:
-        raise ConnectionError(
+        raise BrokerUnavailableError(
             f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is it running? "
             "Locally: `make up`"
         ) from exc
