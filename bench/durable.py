@@ -105,7 +105,7 @@ async def bare_buffered_consume(topic: str, n: int, keyspace: str) -> dict:
     """The essential work of intake without faust: getmany, decode, buffer writes, commits."""
     from streamer.adapters.cassandra.pending import CassandraPendingBuffer
     from streamer.adapters.cassandra.store import CassandraProfileStore
-    from streamer.adapters.kafka.codec import decode_interaction
+    from streamer.domain.codec import decode_interaction
     from streamer.ports import PendingEntry, PendingUser
     from streamer.services.flow import estimate_entry_tokens
     from streamer.services.scheduler import StampClock, digest
@@ -461,8 +461,8 @@ async def bench_pending_users(n_users: int) -> dict:
     tmpl = events(1, 1, seed=9, prefix="mem")[0]
     index = PendingIndex(WindowRules(max_events=10**9, max_age_s=10**9))
     buffer = _NullBuffer()
-    sched = Scheduler(index, buffer, None, None, decode=lambda e: None,  # type: ignore[arg-type]
-                      max_concurrency=1)
+    sched = Scheduler(index, buffer, None, None, budget=None,  # type: ignore[arg-type]
+                      prompt_tokens=8192)
     flow = UpdateFlow(index, buffer, sched, None, max_message_bytes=1 << 20,  # type: ignore[arg-type]
                       max_event_age_s=1e12, max_clock_skew_s=1e12)
     import tracemalloc

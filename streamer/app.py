@@ -1,30 +1,69 @@
-"""Composition root: the only module that wires settings, adapters and flows together."""
+"""Composition root: the one module that chooses adapters and wires them into services.
+
+Every entry point is built here, from the one :class:`~streamer.settings.Settings` object:
+
+=================  ==========================================================================
+``build_worker``   the faust worker: intake, pending buffer, scheduler, updater, publishers
+``build_api``      the read API (aiohttp) over the readable store, with a lazy Kafka sender
+``build_replay``   the embedded replay (event time, in-memory buffer): ``streamer replay``
+``build_backfill`` the same replay into the configured store: ``streamer backfill``
+``build_eval``     the paper's offline evaluation (``streamer.evaluation``, loaded on demand)
+=================  ==========================================================================
+
+Each takes its dependencies as keyword arguments whose production default is built here when
+omitted (tests pass fakes or real servers), and reads every knob from the settings sub-models,
+so each default has exactly one source: the settings field.  No other module constructs an
+adapter; the CLI (``streamer/entrypoints/cli.py``) only calls these builders and runs what they
+return.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import faust
-from faust.transport.drivers.aiokafka import Producer as _FaustProducer
 
 from .adapters.kafka.consumer import BufferedPositionConsumer
+from .adapters.kafka.producer import FaustSender, IdempotentProducer, KafkaSender
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
-from .ports import PendingBuffer, ProfileStore, SummaryModel, TokenCounter
+from .entrypoints.replay import EVENT_TIME_WINDOW_AGE_S, CountingDeadLetters, Replay, Tee
+from .entrypoints.worker import mount_worker
+from .errors import TopicMismatchError
+from .ports import (
+    ChangePublisher,
+    DeadLetterSink,
+    PendingBuffer,
+    ReadableProfileStore,
+    RecordSender,
+    SummaryModel,
+    TokenCounter,
+)
 from .services.flow import UpdateFlow
+from .services.ownership import Ownership
 from .services.policy import RetryPolicy
-from .services.scheduler import Scheduler
+from .services.scheduler import BudgetedModel, Scheduler
 from .services.updater import ProfileUpdater, UpdatePolicy
-from .settings import Settings
-from .telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, setup_telemetry
+from .settings import ModelSettings, Settings, WindowSettings
+from .telemetry import Telemetry, setup_telemetry
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .evaluation.benchmark import Evaluation
 
 log = logging.getLogger(__name__)
 
 
-def build_store(settings: Settings) -> ProfileStore:
+# --- adapters ------------------------------------------------------------------------------
+
+
+def build_store(settings: Settings) -> ReadableProfileStore:
     """The configured profile store (connects and migrates Cassandra)."""
     if settings.store == "sqlite":
         from .adapters.sqlite.store import SqliteProfileStore
@@ -35,7 +74,7 @@ def build_store(settings: Settings) -> ProfileStore:
     return CassandraProfileStore.from_settings(settings.cassandra)
 
 
-def build_buffer(settings: Settings, store: ProfileStore) -> PendingBuffer:
+def build_buffer(settings: Settings, store: object) -> PendingBuffer:
     """The durable pending buffer: beside the summaries in Cassandra (sharing the store's
     session), in memory for the SQLite demo store."""
     if settings.store == "sqlite":
@@ -47,77 +86,37 @@ def build_buffer(settings: Settings, store: ProfileStore) -> PendingBuffer:
     return CassandraPendingBuffer.from_store(store)
 
 
-def window_rules(settings: Settings) -> WindowRules:
-    w = settings.window
-    return WindowRules(max_events=w.max_events, max_age_s=w.max_age_s, max_tokens=w.max_tokens,
-                       min_interval_s=w.min_interval_s)
+def build_model(settings: Settings, *, base_urls: Sequence[str] | None = None,
+                model_id: str | None = None, health_checks: bool = True) -> SummaryModel:
+    """The configured summary model: the OpenAI-compatible pool client, or the CPU baseline.
 
-
-def retry_policy(settings: Settings) -> RetryPolicy:
-    w = settings.window
-    return RetryPolicy(base_s=w.retry_backoff_s, max_s=w.retry_backoff_max_s,
-                       park_after=w.park_after_attempts)
-
-
-def prompt_tokens(settings: Settings) -> int:
-    """Token budget of one update's interactions: the context less the output allowance and
-    room for the previous summary (its character cap / 2 tokens) and the template."""
+    ``base_urls``/``model_id`` override ``STREAMER_MODEL__BASE_URLS``/``__MODEL`` (the CLI's
+    ``--model-url``); every other knob still comes from ``settings.model``."""
     m = settings.model
-    return max(256, m.context_tokens - m.max_tokens - m.max_summary_chars // 2 - 512)
-
-
-def build_flow(settings: Settings, updater: ProfileUpdater, buffer: PendingBuffer,
-               dead_letters: object, *, clock: object = None, require_key: bool = True,
-               pipeline: bool = False, telemetry: Telemetry | None = None) -> UpdateFlow:
-    """Index, scheduler and intake of one worker (also used by replay, with event time)."""
-    import time
-
-    clock = clock or time.time
-    index = PendingIndex(window_rules(settings))
-    scheduler = Scheduler(
-        index, buffer, updater, updater.publisher,
-        decode=lambda e: flow.decode(e),
-        max_concurrency=settings.model.max_concurrency,
-        clock=clock,  # type: ignore[arg-type]
-        retry=retry_policy(settings),
-        prompt_tokens=prompt_tokens(settings),
-        max_events_per_update=settings.window.max_events_per_update,
-        tokens_per_s=settings.model.tokens_per_s,
-        telemetry=telemetry,
-    )
-    flow = UpdateFlow(
-        index, buffer, scheduler, dead_letters,  # type: ignore[arg-type]
-        max_message_bytes=settings.kafka.max_message_bytes,
-        require_key=require_key,
-        max_event_age_s=settings.window.max_event_age_s,
-        max_clock_skew_s=settings.window.max_clock_skew_s,
-        dedupe_horizon_s=settings.cassandra.dedupe_ttl_s,
-        clock=clock,  # type: ignore[arg-type]
-        pipeline=pipeline,
-        telemetry=telemetry,
-    )
-    return flow
-
-
-def build_model(settings: Settings) -> SummaryModel:
-    """The configured summary model: the vLLM pool client, or the CPU baseline."""
-    if settings.model.engine == "baseline":
-        from .adapters.llm.baseline import BaselineSummaryModel
-
-        return BaselineSummaryModel()
+    if base_urls is None and m.engine == "baseline":
+        return baseline_model()
     from .adapters.llm.client import OpenAICompatSummaryModel
 
-    return OpenAICompatSummaryModel.from_settings(settings.model)
+    update: dict[str, Any] = {}
+    if base_urls is not None:
+        update["base_urls"] = list(base_urls)
+    if model_id is not None:
+        update["model"] = model_id
+    client = OpenAICompatSummaryModel.from_settings(m.model_copy(update=update))
+    if not health_checks:
+        client.health_interval_s = None
+    return client
 
 
-def update_policy(settings: Settings) -> UpdatePolicy:
-    return UpdatePolicy(
-        rating_threshold=settings.window.rating_threshold,
-        max_summary_chars=settings.model.max_summary_chars,
-        output_attempts=settings.model.output_attempts,
-        context_tokens=settings.model.context_tokens,
-        output_tokens=settings.model.max_tokens,
-    )
+def build_vllm_engine(settings: Settings, *, tensor_parallel_size: int) -> SummaryModel:
+    """In-process ``vllm.LLM`` (the ``gpu`` extra) with the reference sampling."""
+    from .adapters.llm.vllm_engine import VllmEngineSummaryModel
+
+    m = settings.model
+    return VllmEngineSummaryModel(m.model, max_model_len=m.context_tokens,
+                                  tensor_parallel_size=tensor_parallel_size,
+                                  temperature=m.temperature, top_p=m.top_p, top_k=m.top_k,
+                                  max_tokens=m.max_tokens)
 
 
 def build_token_counter(model: SummaryModel) -> TokenCounter | None:
@@ -140,32 +139,136 @@ def build_token_counter(model: SummaryModel) -> TokenCounter | None:
     return count
 
 
-class IdempotentProducer(_FaustProducer):
-    """faust's aiokafka producer with ``enable_idempotence``: a retried send never duplicates
-    or reorders a record within a partition (each user's versions stay in order)."""
+def demo_store(path: str) -> ReadableProfileStore:
+    """A fresh SQLite store for the embedded demo (the file is replaced)."""
+    from pathlib import Path
 
-    def _settings_extra(self) -> Mapping[str, object]:
-        return {**super()._settings_extra(), "enable_idempotence": True}
+    from .adapters.sqlite.store import SqliteProfileStore
+
+    if path != ":memory:":
+        Path(path).unlink(missing_ok=True)
+    return SqliteProfileStore(path)
+
+
+def baseline_model() -> SummaryModel:
+    """The deterministic CPU baseline summarizer (term statistics; never AlignXplore+)."""
+    from .adapters.llm.baseline import BaselineSummaryModel
+
+    return BaselineSummaryModel()
+
+
+def migrate_schema(settings: Settings) -> list[str]:
+    """Create the keyspace and apply pending CQL migrations; returns the ones applied."""
+    from .adapters.cassandra.store import connect, migrate
+
+    cluster, session = connect(settings.cassandra)
+    try:
+        return migrate(session, settings.cassandra)
+    finally:
+        cluster.shutdown()
+
+
+async def provision_topics(settings: Settings) -> list[str]:
+    """Create missing topics; raises :class:`~streamer.errors.TopicMismatchError` when an
+    existing one differs.  Returns a description of each topic."""
+    from .adapters.kafka.admin import ensure_topics, topic_specs
+
+    problems = await ensure_topics(settings.kafka)
+    if problems:
+        raise TopicMismatchError(problems)
+    return [f"{t.name}: partitions={t.partitions} {t.config}" for t in topic_specs(settings.kafka)]
+
+
+def build_sender(settings: Settings) -> KafkaSender:
+    """An idempotent Kafka producer, connected on first use."""
+    return KafkaSender(settings.kafka)
+
+
+def change_publisher(settings: Settings, sender: RecordSender) -> KafkaChangePublisher:
+    return KafkaChangePublisher(sender.send, settings.kafka.output_topic,
+                                settings.kafka.failures_topic)
+
+
+# --- services ------------------------------------------------------------------------------
+
+
+def window_rules(window: WindowSettings) -> WindowRules:
+    return WindowRules(max_events=window.max_events, max_age_s=window.max_age_s,
+                       max_tokens=window.max_tokens, min_interval_s=window.min_interval_s)
+
+
+def prompt_tokens(model: ModelSettings) -> int:
+    """Token budget of one update's interactions: the context less the output allowance and
+    room for the previous summary (its character cap / 2 tokens) and the template."""
+    return max(256, model.context_tokens - model.max_tokens - model.max_summary_chars // 2 - 512)
+
+
+def build_flow(
+    settings: Settings,
+    *,
+    store: ReadableProfileStore,
+    model: SummaryModel,
+    publisher: ChangePublisher,
+    buffer: PendingBuffer,
+    dead_letters: DeadLetterSink,
+    clock: Callable[[], float] = time.time,
+    require_key: bool = True,
+    pipeline: bool = False,
+    telemetry: Telemetry | None = None,
+    token_counter: TokenCounter | None = None,
+    window: WindowSettings | None = None,
+    retry: RetryPolicy | None = None,
+) -> UpdateFlow:
+    """Intake, index, scheduler and updater of one worker (also of replay, on event time).
+
+    The model sits behind the scheduler's budget (``STREAMER_MODEL__MAX_CONCURRENCY`` calls in
+    flight); ``window`` overrides ``settings.window`` (replay closes windows on event time)."""
+    window = window or settings.window
+    budget = BudgetedModel(model, settings.model.max_concurrency)
+    updater = ProfileUpdater(store, budget, publisher,
+                             UpdatePolicy.from_settings(window, settings.model),
+                             token_counter=token_counter, telemetry=telemetry)
+    index = PendingIndex(window_rules(window))
+    scheduler = Scheduler(
+        index, buffer, updater, publisher,
+        budget=budget,
+        prompt_tokens=prompt_tokens(settings.model),
+        clock=clock,
+        retry=retry or RetryPolicy.from_settings(window),
+        max_events_per_update=window.max_events_per_update,
+        tokens_per_s=settings.model.tokens_per_s,
+        ownership=Ownership(),
+        dead_letters=dead_letters,
+        telemetry=telemetry,
+    )
+    return UpdateFlow(
+        index, buffer, scheduler, dead_letters,
+        max_message_bytes=settings.kafka.max_message_bytes,
+        require_key=require_key,
+        max_event_age_s=window.max_event_age_s,
+        max_clock_skew_s=window.max_clock_skew_s,
+        dedupe_horizon_s=settings.cassandra.dedupe_ttl_s,
+        clock=clock,
+        pipeline=pipeline,
+        telemetry=telemetry,
+    )
+
+
+# --- the worker ----------------------------------------------------------------------------
 
 
 @dataclass
-class StreamerApp:
+class Worker:
     app: faust.App
     flow: UpdateFlow
-    store: ProfileStore
+    store: ReadableProfileStore
     model: SummaryModel
     telemetry: Telemetry
 
 
-def create_app(
-    settings: Settings,
-    *,
-    store: ProfileStore | None = None,
-    model: SummaryModel | None = None,
-    telemetry: Telemetry | None = None,
-) -> StreamerApp:
-    """Build the faust worker app with its flow and dependencies."""
-    telemetry = telemetry or setup_telemetry(settings)
+def faust_app(settings: Settings) -> faust.App:
+    """The faust app: our consumer (commits intake's positions on an interval, read_committed)
+    and idempotent producer; static membership and group timeouts from the settings."""
     kafka = settings.kafka
     app = faust.App(
         kafka.consumer_group,
@@ -189,129 +292,176 @@ def create_app(
     )
     app.transport.Consumer = BufferedPositionConsumer
     app.transport.Producer = IdempotentProducer
+    return app
+
+
+def build_worker(
+    settings: Settings,
+    *,
+    store: ReadableProfileStore | None = None,
+    model: SummaryModel | None = None,
+    buffer: PendingBuffer | None = None,
+    telemetry: Telemetry | None = None,
+) -> Worker:
+    """The faust worker with its flow and dependencies (``streamer worker``)."""
+    telemetry = telemetry or setup_telemetry(settings)
+    app = faust_app(settings)
     store = store or build_store(settings)
     model = model or build_model(settings)
-    buffer = build_buffer(settings, store)
-
-    async def send(topic: str, key: bytes | None, value: bytes | None, headers: Sequence) -> None:
-        await app.producer.send_and_wait(topic, key, value, None, None, list(headers))
-
-    updater = ProfileUpdater(
-        store,
-        model,
-        KafkaChangePublisher(send, kafka.output_topic, kafka.failures_topic),
-        update_policy(settings),
-        token_counter=build_token_counter(model),
-        telemetry=telemetry,
-    )
+    buffer = buffer or build_buffer(settings, store)
+    sender = FaustSender(app)
+    kafka = settings.kafka
     flow = build_flow(
-        settings, updater, buffer,
-        DeadLetterPublisher(send, kafka.dead_letter_topic, consumer_group=kafka.consumer_group),
-        pipeline=True,
-        telemetry=telemetry,
+        settings, store=store, model=model, publisher=change_publisher(settings, sender),
+        buffer=buffer,
+        dead_letters=DeadLetterPublisher(sender.send, kafka.dead_letter_topic,
+                                         consumer_group=kafka.consumer_group),
+        pipeline=True, telemetry=telemetry, token_counter=build_token_counter(model),
     )
-    topic = app.topic(
-        kafka.input_topic,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=kafka.partitions,
+    mount_worker(app, flow, settings, telemetry)
+    return Worker(app=app, flow=flow, store=store, model=model, telemetry=telemetry)
+
+
+# --- the read API --------------------------------------------------------------------------
+
+
+@dataclass
+class Api:
+    app: web.Application
+    store: ReadableProfileStore
+    sender: RecordSender
+    telemetry: Telemetry
+
+    async def aclose(self) -> None:
+        await self.sender.aclose()
+        await self.store.aclose()
+        self.telemetry.shutdown()
+
+
+def build_api(
+    settings: Settings,
+    *,
+    store: ReadableProfileStore | None = None,
+    sender: RecordSender | None = None,
+    telemetry: Telemetry | None = None,
+) -> Api:
+    """The read API (``streamer api``).  Kafka is connected on the first rollback, before
+    anything is written, so reads need no broker."""
+    from .entrypoints.api import create_api, store_probe
+
+    token = settings.api.token.get_secret_value() if settings.api.token else None
+    if not token:
+        log.warning("STREAMER_API__TOKEN is not set: the rollback route is disabled (403)")
+    store = store or build_store(settings)
+    sender = sender or build_sender(settings)
+    telemetry = telemetry or setup_telemetry(settings)
+    start = getattr(sender, "start", None)
+    app = create_api(store, change_publisher(settings, sender), token=token,
+                     ready=store_probe(store), before_write=start, telemetry=telemetry)
+    return Api(app=app, store=store, sender=sender, telemetry=telemetry)
+
+
+# --- replay and backfill -------------------------------------------------------------------
+
+
+def build_replay(
+    settings: Settings,
+    *,
+    store: ReadableProfileStore,
+    model: SummaryModel,
+    publisher: ChangePublisher | None = None,
+    token_counter: TokenCounter | None = None,
+    window_events: int | None = None,
+    window_age_s: float = EVENT_TIME_WINDOW_AGE_S,
+) -> Replay:
+    """Records through the worker's own intake and scheduler, on EVENT time (reproducible),
+    with an in-memory pending buffer; failed windows are retried at once, parked after 3."""
+    from .adapters.memory.pending import MemoryPendingBuffer
+
+    events = window_events or settings.window.max_events
+    window = settings.window.model_copy(update={
+        "max_events": events, "max_age_s": window_age_s, "max_tokens": None,
+        "min_interval_s": 0.0, "max_events_per_update": max(events, 1)})
+    clock = Replay.Clock()
+    dead_letters = CountingDeadLetters()
+    tee = Tee(publisher)
+    flow = build_flow(
+        settings, store=store, model=model, publisher=tee, buffer=MemoryPendingBuffer(),
+        dead_letters=dead_letters, clock=clock, require_key=False, token_counter=token_counter,
+        window=window, retry=RetryPolicy(base_s=0.0, max_s=0.0, park_after=3),
     )
-
-    @app.agent(topic, name="update-profiles")
-    async def update_profiles(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(kafka.intake_batch, within=kafka.intake_linger_s):
-            try:
-                await flow.intake([e.message for e in events])
-            except Exception as exc:
-                # faust would restart the agent past this batch (take_events acknowledges it
-                # anyway): stop the worker instead; its offsets stop before the batch
-                log.exception("intake failed; stopping the worker (input is re-read from the "
-                              "last committed offset on restart)")
-                await app.crash(exc)
-                raise
-
-    tick_s = max(0.05, min(0.5, settings.window.max_age_s / 10 or 0.05))
-    app.timer(tick_s, name="start-due-windows")(flow.tick)
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: object, revoked: set, **kwargs: object) -> None:
-        parts = [tp.partition for tp in revoked if tp.topic == kafka.input_topic]
-        await flow.on_revoked(parts)
-
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: object, assigned: set, **kwargs: object) -> None:
-        parts = [tp.partition for tp in assigned if tp.topic == kafka.input_topic]
-        consumer = app.consumer
-        if isinstance(consumer, BufferedPositionConsumer):
-            consumer.positions = flow.positions
-        await flow.on_assigned(parts)
-
-    @app.on_before_shutdown.connect
-    async def on_shutdown(sender: object, **kwargs: object) -> None:
-        # runs after the consumer paused and before its final offset commit
-        await flow.shutdown(settings.shutdown_timeout_s)
-        telemetry.shutdown()  # flush spans of the last updates
-
-    async def live(web: object, request: object) -> object:
-        """Liveness: the process serves; independent of Kafka, Cassandra and the model."""
-        return web.json({"status": "ok"})  # type: ignore[attr-defined]
-
-    app.page("/livez")(live)
-    app.page("/healthz")(live)  # alias of /livez
-
-    @app.page("/readyz")
-    async def readyz(web: object, request: object) -> object:
-        ready, details = flow.readiness()
-        status = 200 if ready else 503
-        return web.json({"ready": ready, **details}, status=status)  # type: ignore[attr-defined]
-
-    @app.page("/stats")
-    async def stats(web: object, request: object) -> object:
-        s = flow.stats
-        return web.json(  # type: ignore[attr-defined]
-            {
-                "consumed": s.consumed,
-                "buffered": s.buffered,
-                "dead_lettered": s.dead_lettered,
-                "outcomes": s.outcomes,
-                "failures": s.failures,
-                "parked": s.parked,
-                "pending_users": len(flow.index),
-                "pending_events": flow.index.pending_events(),
-                "in_flight": flow.scheduler.busy,
-                "updates_in_flight": flow.scheduler.updates,
-                "owned_partitions": sorted(flow.owned or ()),
-            }
-        )
-
-    @app.page("/metrics")
-    async def metrics_page(web: object, request: object) -> object:
-        """Prometheus text exposition of the OpenTelemetry instruments."""
-        return web.bytes(  # type: ignore[attr-defined]
-            telemetry.metrics_text(), content_type=PROMETHEUS_CONTENT_TYPE.split("; charset")[0]
-        )
-
-    telemetry.observe("streamer_consumer_lag", lambda: consumer_lag(app))
-
-    return StreamerApp(app=app, flow=flow, store=store, model=model, telemetry=telemetry)
+    return Replay(flow, clock, tee, dead_letters)
 
 
-def consumer_lag(app: faust.App) -> list[tuple[float, dict[str, object]]]:
-    """Per assigned partition: highwater (from the last fetch, no broker round trip) minus the
-    committed offset (faust's own bookkeeping).  Partitions not fetched or committed yet are
-    left out.  Cheap enough for every scrape."""
-    consumer = getattr(app, "_consumer", None)
-    if consumer is None:
-        return []
-    committed = getattr(consumer, "_committed_offset", {})
-    out = []
-    for tp in consumer.assignment():
-        try:
-            high = consumer.highwater(tp)
-        except Exception:
-            continue
-        done = committed.get(tp) if hasattr(committed, "get") else None
-        if high is None or done is None:
-            continue
-        out.append((float(max(0, high - done)), {"topic": tp.topic, "partition": tp.partition}))
-    return out
+@dataclass
+class Backfill:
+    replay: Replay
+    store: ReadableProfileStore
+    model: SummaryModel
+    sender: RecordSender | None = None
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+        await self.store.aclose()
+        if self.sender is not None:
+            await self.sender.aclose()
+
+
+def build_backfill(
+    settings: Settings,
+    *,
+    engine: str = "pool",
+    tensor_parallel_size: int = 1,
+    publish: bool = False,
+    window_age_s: float = EVENT_TIME_WINDOW_AGE_S,
+    store: ReadableProfileStore | None = None,
+    model: SummaryModel | None = None,
+    sender: RecordSender | None = None,
+) -> Backfill:
+    """History files into the configured store, as the stream would (``streamer backfill``);
+    ``publish`` also sends the change events to ``STREAMER_KAFKA__OUTPUT_TOPIC``."""
+    if model is None:
+        model = (build_vllm_engine(settings, tensor_parallel_size=tensor_parallel_size)
+                 if engine == "vllm" else build_model(settings))
+    store = store or build_store(settings)
+    if publish:
+        sender = sender or build_sender(settings)
+    replay = build_replay(settings, store=store, model=model,
+                          publisher=change_publisher(settings, sender) if sender else None,
+                          token_counter=build_token_counter(model), window_age_s=window_age_s)
+    return Backfill(replay=replay, store=store, model=model, sender=sender)
+
+
+# --- evaluation ----------------------------------------------------------------------------
+
+
+def build_eval(
+    settings: Settings,
+    *,
+    summarizer_url: str | None,
+    summarizer_model: str,
+    judge_url: str,
+    judge_model: str,
+    baseline: bool,
+) -> Evaluation:
+    """The offline evaluation (``streamer eval``): each summarizer's streaming summaries through
+    the update service on an in-memory store, then the pairwise judge."""
+    from .evaluation.benchmark import Evaluation
+
+    engines: list[SummaryModel] = []
+    if summarizer_url:
+        engines.append(build_model(settings, base_urls=[summarizer_url],
+                                   model_id=summarizer_model, health_checks=False))
+    if baseline or not summarizer_url:
+        engines.append(baseline_model())
+    return Evaluation([eval_updater(settings, e) for e in engines], judge_url=judge_url,
+                      judge_model=judge_model)
+
+
+def eval_updater(settings: Settings, model: SummaryModel) -> ProfileUpdater:
+    """An update service on an in-memory store, for one evaluated summarizer."""
+    from .adapters.memory.publish import CollectingPublisher
+    from .adapters.memory.store import InMemoryProfileStore
+
+    return ProfileUpdater(InMemoryProfileStore(), model, CollectingPublisher(),
+                          UpdatePolicy.from_settings(settings.window, settings.model))

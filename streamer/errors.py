@@ -9,7 +9,8 @@
     │   ├── InvalidEventError              an input record: dead-lettered with its ``code``
     │   ├── ModelRequestError              the model server refused the request (4xx)
     │   ├── OutputRejectedError            no usable summary after the in-call attempts
-    │   └── PublishRejectedError           Kafka refused a record (too large, not authorized)
+    │   ├── PublishRejectedError           Kafka refused a record (too large, not authorized)
+    │   └── RollbackRefusedError           a rollback that cannot be done (with its ``code``)
     ├── FencedError                        this worker lost the user's partition
     └── TransientError                     retriable=True: a dependency is slow or down
         ├── VersionConflictError           another writer stored this version first
@@ -82,6 +83,14 @@ class OutputRejectedError(PermanentError):
 
 class PublishRejectedError(PermanentError):
     """Kafka refused a record for good (too large, unknown topic, not authorized)."""
+
+
+class RollbackRefusedError(PermanentError):
+    """A rollback was refused; ``code`` says why (``not_found``, ``version_conflict``...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class FencedError(StreamerError):

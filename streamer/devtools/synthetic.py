@@ -31,7 +31,7 @@ Events (:func:`generate_events`)
 Invalid records (``invalid_rate > 0``)
     ``round(invalid_rate * valid_count)`` EXTRA records are inserted after randomly chosen valid
     events; the valid records are identical whatever ``invalid_rate`` is.  Kinds cycle through
-    :data:`INVALID_KINDS` (kind -> the code :func:`streamer.adapters.kafka.codec.decode_interaction`
+    :data:`INVALID_KINDS` (kind -> the code :func:`streamer.domain.codec.decode_interaction`
     rejects it with); records that are not a JSON object are returned as raw ``bytes``.  Their
     event ids are ``evt-invalid-<k>-<kind>`` (see :func:`invalid_kind`).
 

@@ -46,8 +46,10 @@ class UserWindow:
 
 @dataclass(frozen=True, slots=True)
 class WindowRules:
-    max_events: int = 8
-    max_age_s: float = 30.0
+    """When a window closes (built from ``STREAMER_WINDOW__*`` by the composition root)."""
+
+    max_events: int
+    max_age_s: float
     max_tokens: int | None = None
     min_interval_s: float = 0.0
 

@@ -1,365 +1,119 @@
-"""`streamer` command line: the worker, the embedded replay, provisioning and reads."""
+"""`streamer`: the command line (click).  Every command builds what it runs through the
+composition root (``streamer/app.py``) and reads its configuration from ``STREAMER_*``
+environment variables (see the README); options only choose what to run.
+
+Exit codes: 0 success; 1 the operation failed (nothing found, updates failed); 2 usage or
+configuration error; 3 a Kafka topic differs from the settings; 69 a dependency (Kafka,
+Cassandra, the model pool) is unavailable.
+
+Shell completion: ``eval "$(streamer completion bash)"`` (or ``zsh``, ``fish``).
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import functools
 import json
 import logging
+import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+import click
+from click.shell_completion import get_completion_class
 from pydantic import ValidationError
 
 from .. import __version__
-from ..errors import StreamerError
+from ..errors import ConfigurationError, StreamerError, TopicMismatchError, TransientError
 from ..logging import configure_logging
 from ..settings import Settings
 
 log = logging.getLogger("streamer")
+
+EX_FAILED, EX_USAGE, EX_TOPICS, EX_UNAVAILABLE = 1, 2, 3, 69
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        print(f"invalid STREAMER_* configuration:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        raise click.UsageError(f"invalid STREAMER_* configuration:\n{exc}") from exc
 
 
-def cmd_worker(args: argparse.Namespace) -> int:
+def _errors(fn: F) -> F:
+    """Map the error tree to exit codes, with a one-line message on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TopicMismatchError as exc:
+            for problem in exc.problems:
+                click.echo(f"MISMATCH: {problem}", err=True)
+            sys.exit(EX_TOPICS)
+        except ConfigurationError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EX_USAGE)
+        except TransientError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EX_UNAVAILABLE)
+        except StreamerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EX_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog="Configuration: STREAMER_* environment variables (see the README).")
+@click.version_option(__version__, prog_name="streamer")
+def cli() -> None:
+    """prefstream: streaming natural-language preference profiles."""
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+@cli.command()
+@_errors
+def worker() -> None:
     """Run the faust worker against Kafka, the store and the model pool."""
     from faust import Worker
 
-    from ..adapters.kafka.admin import ensure_topics
-    from ..app import create_app
+    from ..app import build_worker, provision_topics
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-    problems = asyncio.run(ensure_topics(settings.kafka))
-    for problem in problems:
-        log.error("topic mismatch: %s", problem)
-    if problems:
-        return 3
-    streamer_app = create_app(settings)
+    asyncio.run(provision_topics(settings))
+    built = build_worker(settings)
     # logging stays ours (JSON with trace ids): faust would replace the root handlers
-    worker = Worker(streamer_app.app, loglevel=settings.log_level.lower(), quiet=True,
-                    override_logging=False)
-    worker.execute_from_commandline()
-    return 0
+    Worker(built.app, loglevel=settings.log_level.lower(), quiet=True,
+           override_logging=False).execute_from_commandline()
 
 
-def cmd_replay(args: argparse.Namespace) -> int:
-    """Replay a JSONL clickstream through the domain code into SQLite (the embedded demo)."""
-    from ..app import update_policy
-    from .replay import BUNDLED_SAMPLE, run_replay
-
-    settings = _settings()
-    configure_logging("WARNING" if not args.verbose else "INFO", settings.log_format)
-    if args.model_url:
-        from ..adapters.llm.client import OpenAICompatSummaryModel
-
-        model = OpenAICompatSummaryModel([args.model_url], model=settings.model.model,
-                                         timeout_s=settings.model.timeout_s)
-    else:
-        from ..adapters.llm.baseline import BaselineSummaryModel
-
-        model = BaselineSummaryModel()
-    path = Path(args.path) if args.path else BUNDLED_SAMPLE
-    if not path.exists():
-        print(f"no such file: {path} (generate one with `python -m streamer.devtools.synthetic`)",
-              file=sys.stderr)
-        return 2
-    run_replay(
-        path,
-        model=model,
-        sqlite_path=args.sqlite,
-        policy=update_policy(settings),
-        window_events=args.window_events,
-        window_age_s=args.window_age_s,
-        show_users=args.users,
-        progress=not args.no_progress,
-    )
-    return 0
-
-
-def cmd_backfill(args: argparse.Namespace) -> int:
-    """Build summaries from a JSONL history file into the configured store, as the stream does."""
-    from aiokafka import AIOKafkaProducer
-
-    from ..adapters.kafka.publish import KafkaChangePublisher
-    from ..app import build_model, build_store, build_token_counter, update_policy
-    from .replay import replay
-
-    settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
-    path = Path(args.path)
-    if not path.exists():
-        print(f"no such file: {path}", file=sys.stderr)
-        return 2
-    lines = [ln for ln in path.read_bytes().splitlines() if ln.strip()]
-    if args.engine == "vllm":
-        from ..adapters.llm.vllm_engine import VllmEngineSummaryModel
-
-        model = VllmEngineSummaryModel(
-            settings.model.model,
-            max_model_len=settings.model.context_tokens,
-            tensor_parallel_size=args.tensor_parallel_size,
-            temperature=settings.model.temperature,
-            top_p=settings.model.top_p,
-            top_k=settings.model.top_k,
-            max_tokens=settings.model.max_tokens,
-        )
-    else:
-        model = build_model(settings)
-    store = build_store(settings)
-
-    async def _run() -> int:
-        producer = None
-        publisher = None
-        if args.publish:
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                        acks="all")
-            await producer.start()
-
-            async def send(topic, key, value, headers):  # type: ignore[no-untyped-def]
-                await producer.send_and_wait(topic, value, key=key, headers=list(headers))
-
-            publisher = KafkaChangePublisher(send, settings.kafka.output_topic,
-                                             settings.kafka.failures_topic)
-        try:
-            report = await replay(
-                lines, store=store, model=model, policy=update_policy(settings),
-                window_events=settings.window.max_events, window_age_s=args.window_age_s,
-                concurrency=settings.model.max_concurrency, progress=not args.no_progress,
-                publisher=publisher, token_counter=build_token_counter(model),
-            )
-        finally:
-            await model.aclose()
-            await store.aclose()
-            if producer is not None:
-                await producer.stop()
-        print(f"backfilled {report.users} users from {report.events} records -> "
-              f"{len(report.changes)} versions; outcomes {dict(report.outcomes)}; "
-              f"invalid {dict(report.invalid)}")
-        return 0 if not report.outcomes.get("failed") else 1
-
-    return asyncio.run(_run())
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    """The paper's evaluation: streaming summaries, then the pairwise judgement (acc., AUC)."""
-    from ..adapters.llm.baseline import BaselineSummaryModel
-    from ..adapters.llm.client import OpenAICompatSummaryModel
-    from ..app import update_policy
-    from ..evaluation.benchmark import BUNDLED_SYNTHETIC, evaluate, load_benchmark, synthetic_benchmark
-
-    settings = _settings()
-    configure_logging("WARNING", settings.log_format)
-    if args.make_synthetic:
-        rows = synthetic_benchmark()
-        Path(args.make_synthetic).write_text("".join(json.dumps(r) + "\n" for r in rows))
-        print(f"wrote {len(rows)} users to {args.make_synthetic}")
-        return 0
-    path = Path(args.path) if args.path else BUNDLED_SYNTHETIC
-    records = load_benchmark(path)
-    dataset = args.dataset or path.stem
-    engines = []
-    if args.summarizer_url:
-        engines.append(OpenAICompatSummaryModel([args.summarizer_url], model=args.summarizer_model,
-                                                timeout_s=settings.model.timeout_s,
-                                                health_interval_s=None))
-    if args.baseline or not args.summarizer_url:
-        engines.append(BaselineSummaryModel())
-
-    async def _run() -> list[dict[str, object]]:
-        results = []
-        for engine in engines:
-            try:
-                report = await evaluate(records, summary_model=engine, judge_url=args.judge_url,
-                                        judge_model=args.judge_model, dataset=dataset,
-                                        policy=update_policy(settings))
-            finally:
-                await engine.aclose()
-            results.append(report.headline() | {"rows": report.rows})
-            print(f"{report.engine:32s} users={report.users} accuracy={report.accuracy:.3f} "
-                  f"auc={'n/a' if report.auc is None else f'{report.auc:.3f}'} "
-                  f"unparsed={report.unparsed} failed_summaries={report.failed_summaries}")
-        return results
-
-    results = asyncio.run(_run())
-    if args.out:
-        Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False))
-    return 0
-
-
-def cmd_standin(args: argparse.Namespace, rest: list[str]) -> int:
-    """Run the OpenAI-compatible model stand-in (tests and benchmarks)."""
-    from ..devtools.standin.__main__ import main as standin_main
-
-    return standin_main(rest)
-
-
-def cmd_migrate(args: argparse.Namespace) -> int:
-    """Create the keyspace and apply pending CQL migrations."""
-    from ..adapters.cassandra.store import connect, migrate
-
-    settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
-    cluster, session = connect(settings.cassandra)
-    try:
-        applied = migrate(session, settings.cassandra)
-    finally:
-        cluster.shutdown()
-    print(f"applied: {', '.join(applied) or 'nothing (schema up to date)'}")
-    return 0
-
-
-def cmd_topics(args: argparse.Namespace) -> int:
-    """Create the input, output and dead-letter topics; report mismatches."""
-    from ..adapters.kafka.admin import ensure_topics, topic_specs
-
-    settings = _settings()
-    configure_logging(settings.log_level, settings.log_format)
-    problems = asyncio.run(ensure_topics(settings.kafka))
-    for spec in topic_specs(settings.kafka):
-        print(f"{spec.name}: partitions={spec.partitions} {spec.config}")
-    for problem in problems:
-        print(f"MISMATCH: {problem}", file=sys.stderr)
-    return 1 if problems else 0
-
-
-def cmd_read(args: argparse.Namespace) -> int:
-    """Print a user's current summary (`get`) or full history (`history`) as JSON."""
-    from ..app import build_store
-
-    settings = _settings()
-    configure_logging("WARNING", settings.log_format)
-
-    async def _read() -> object:
-        store = build_store(settings)
-        try:
-            if args.command == "get":
-                record = await store.get_current(args.user_id)
-                return record.model_dump(mode="json") if record else None
-            return [r.model_dump(mode="json") for r in await store.history(args.user_id)]
-        finally:
-            await store.aclose()
-
-    result = asyncio.run(_read())
-    if result is None or result == []:
-        print(f"no summary for user {args.user_id!r}", file=sys.stderr)
-        return 1
-    print(json.dumps(result, indent=2, ensure_ascii=False))
-    return 0
-
-
-def cmd_parked(args: argparse.Namespace) -> int:
-    """Windows parked after bounded attempts: list them, retry (re-produce their original
-    records to the input topic, then unpark) or drop them."""
-    from ..app import build_buffer, build_store
-
-    settings = _settings()
-    configure_logging("WARNING", settings.log_format)
-
-    async def _run() -> int:
-        store = build_store(settings)
-        buffer = build_buffer(settings, store)
-        try:
-            windows = await buffer.parked(args.user_id, limit=args.limit)
-            if args.window_id:
-                windows = [w for w in windows if w.window_id == args.window_id]
-            if args.action == "list":
-                for w in windows:
-                    print(json.dumps({
-                        "user_id": w.user_id, "window_id": w.window_id,
-                        "partition": w.partition, "error_type": w.error_type,
-                        "reason": w.reason, "attempts": w.attempts,
-                        "parked_at": w.parked_at, "event_ids": [e.event_id for e in w.entries],
-                    }, ensure_ascii=False))
-                print(f"{len(windows)} parked window(s)", file=sys.stderr)
-                return 0
-            if not windows:
-                print("no parked window matches (give USER_ID and optionally --window-id)",
-                      file=sys.stderr)
-                return 1
-            if args.action == "retry":
-                from aiokafka import AIOKafkaProducer
-
-                producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                            acks="all", enable_idempotence=True)
-                await producer.start()
-                try:
-                    for w in windows:
-                        for e in w.entries:
-                            await producer.send_and_wait(settings.kafka.input_topic, e.value,
-                                                         key=w.user_id.encode())
-                        await buffer.unpark(w.user_id, w.window_id)
-                        print(f"retried {w.user_id}/{w.window_id}: {len(w.entries)} records "
-                              f"re-produced to {settings.kafka.input_topic}")
-                finally:
-                    await producer.stop()
-                return 0
-            for w in windows:  # drop
-                await buffer.unpark(w.user_id, w.window_id)
-                print(f"dropped {w.user_id}/{w.window_id} ({len(w.entries)} events)")
-            return 0
-        finally:
-            await store.aclose()
-
-    return asyncio.run(_run())
-
-
-def cmd_api(args: argparse.Namespace) -> int:
+@cli.command()
+@click.option("--host", help="Listen address.  [default: STREAMER_API__HOST]")
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Listen port.  [default: STREAMER_API__PORT]")
+@_errors
+def api(host: str | None, port: int | None) -> None:
     """Serve the read API: current summary, history pages, as-of reads, token-guarded rollback."""
-    import signal
-
     from aiohttp import web
-    from aiokafka import AIOKafkaProducer
 
-    from ..adapters.kafka.publish import KafkaChangePublisher
-    from ..app import build_store
-    from ..telemetry import setup_telemetry
-    from .api import create_api, store_probe
+    from ..app import build_api
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
-    host = args.host or settings.api.host
-    port = args.port or settings.api.port
-    token = settings.api.token.get_secret_value() if settings.api.token else None
-    if not token:
-        log.warning("STREAMER_API__TOKEN is not set: the rollback route is disabled (403)")
-    store = build_store(settings)  # here, not in a thread: SQLite connections are per-thread
+    host = host or settings.api.host
+    port = port or settings.api.port
+    served = build_api(settings)  # here, not in a thread: SQLite connections are per-thread
 
-    async def _serve() -> int:
-        producer: AIOKafkaProducer | None = None
-        lock = asyncio.Lock()
-
-        async def connect_producer() -> None:
-            """Started on the first rollback, before anything is written, so reads need no Kafka."""
-            nonlocal producer
-            async with lock:
-                if producer is not None:
-                    return
-                candidate = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers,
-                                             acks="all", enable_idempotence=True)
-                try:
-                    await candidate.start()
-                except BaseException:
-                    await candidate.stop()
-                    raise
-                producer = candidate
-
-        async def send(topic, key, value, headers):  # type: ignore[no-untyped-def]
-            await connect_producer()
-            assert producer is not None
-            await producer.send_and_wait(topic, value, key=key, headers=list(headers))
-
-        telemetry = setup_telemetry(settings)
-        app = create_api(store, KafkaChangePublisher(send, settings.kafka.output_topic),
-                         token=token, ready=store_probe(store), before_write=connect_producer,
-                         telemetry=telemetry)
-        runner = web.AppRunner(app, shutdown_timeout=10.0)
+    async def serve() -> None:
+        runner = web.AppRunner(served.app, shutdown_timeout=10.0)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -372,103 +126,293 @@ def cmd_api(args: argparse.Namespace) -> int:
             log.info("stopping the read API")
         finally:
             await runner.cleanup()  # stops accepting, lets in-flight requests finish
-            if producer is not None:
-                await producer.stop()
+            await served.aclose()
+
+    asyncio.run(serve())
+
+
+# --- replay, backfill, evaluation ----------------------------------------------------------
+
+_age_option = click.option(
+    "--window-age-s", type=click.FloatRange(min=0), default=None,
+    help="Max window age in EVENT time, seconds.  [default: 259200, 3 days]")
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model-url", help="An OpenAI-compatible base URL instead of the CPU baseline.")
+@click.option("--sqlite", default="prefstream-demo.sqlite3", show_default=True,
+              help="SQLite file to write (replaced).")
+@click.option("--window-events", type=click.IntRange(min=1),
+              help="Events per window.  [default: STREAMER_WINDOW__MAX_EVENTS]")
+@_age_option
+@click.option("--users", type=click.IntRange(min=0), default=4, show_default=True,
+              help="How many users' evolution to print.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO.")
+@_errors
+def replay(path: Path | None, model_url: str | None, sqlite: str, window_events: int | None,
+           window_age_s: float | None, users: int, no_progress: bool, verbose: bool) -> None:
+    """Replay a JSONL clickstream through the worker's own path into SQLite (the embedded demo;
+    default: the bundled sample, with the labelled CPU baseline engine)."""
+    from ..app import baseline_model, build_model, build_replay, demo_store
+    from .replay import BUNDLED_SAMPLE, EVENT_TIME_WINDOW_AGE_S, print_report, read_lines
+
+    settings = _settings()
+    configure_logging("INFO" if verbose else "WARNING", settings.log_format)
+    path = path or BUNDLED_SAMPLE
+    if not path.exists():
+        raise click.BadParameter(f"no such file: {path} (generate one with "
+                                 "`python -m streamer.devtools.synthetic`)", param_hint="PATH")
+    lines = read_lines(path)
+    model = build_model(settings, base_urls=[model_url]) if model_url else baseline_model()
+    store = demo_store(sqlite)
+    run = build_replay(settings, store=store, model=model, window_events=window_events,
+                       window_age_s=EVENT_TIME_WINDOW_AGE_S if window_age_s is None
+                       else window_age_s)
+
+    async def go() -> Any:
+        try:
+            return await run.run(lines, progress=not no_progress)
+        finally:
+            await model.aclose()
+
+    report = asyncio.run(go())
+    print_report(report, engine=model.name, store=sqlite, users=users)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--engine", type=click.Choice(["pool", "vllm"]), default="pool", show_default=True,
+              help="pool: the STREAMER_MODEL__* endpoints; vllm: in-process engine (gpu extra).")
+@click.option("--tensor-parallel-size", type=click.IntRange(min=1), default=1, show_default=True)
+@_age_option
+@click.option("--publish", is_flag=True,
+              help="Also publish change events to STREAMER_KAFKA__OUTPUT_TOPIC.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_errors
+def backfill(path: Path, engine: str, tensor_parallel_size: int, window_age_s: float | None,
+             publish: bool, no_progress: bool) -> None:
+    """Build summaries from a JSONL history file (the input topic's format) into the configured
+    store, as the stream does."""
+    from ..app import build_backfill
+    from .replay import EVENT_TIME_WINDOW_AGE_S, read_lines
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    lines = read_lines(path)
+    job = build_backfill(settings, engine=engine, tensor_parallel_size=tensor_parallel_size,
+                         publish=publish, window_age_s=EVENT_TIME_WINDOW_AGE_S
+                         if window_age_s is None else window_age_s)
+
+    async def go() -> Any:
+        try:
+            return await job.replay.run(lines, progress=not no_progress)
+        finally:
+            await job.aclose()
+
+    report = asyncio.run(go())
+    click.echo(f"backfilled {report.users} users from {report.events} records -> "
+               f"{len(report.changes)} versions; outcomes {dict(report.outcomes)}; "
+               f"invalid {dict(report.invalid)}")
+    if report.outcomes.get("failed") or report.outcomes.get("parked"):
+        sys.exit(EX_FAILED)
+
+
+@cli.command(name="eval")
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--summarizer-url", help="OpenAI-compatible base URL serving AlignXplore+.")
+@click.option("--summarizer-model", default="VanillaH1/AlignXplore-Plus", show_default=True)
+@click.option("--judge-url", default="http://127.0.0.1:8001/v1", show_default=True,
+              help="OpenAI-compatible base URL of the downstream judge.")
+@click.option("--judge-model", default="Qwen/Qwen3-8B", show_default=True)
+@click.option("--baseline", is_flag=True,
+              help="Also score the CPU baseline summarizer (always on without a summarizer).")
+@click.option("--dataset", help="Dataset name for the stage split (default: the file stem; "
+                                "amazon*/mind*/movielens* use thirds).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write per-user results as JSON.")
+@click.option("--make-synthetic", type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Write the synthetic set and exit.")
+@_errors
+def evaluate(path: Path | None, summarizer_url: str | None, summarizer_model: str,
+             judge_url: str, judge_model: str, baseline: bool, dataset: str | None,
+             out: Path | None, make_synthetic: Path | None) -> None:
+    """The paper's evaluation: streaming summaries, then the pairwise judgement (accuracy, AUC)."""
+    from ..app import build_eval
+    from ..evaluation.benchmark import BUNDLED_SYNTHETIC, load_benchmark, synthetic_benchmark
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+
+    if make_synthetic:
+        rows = synthetic_benchmark()
+        make_synthetic.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        click.echo(f"wrote {len(rows)} users to {make_synthetic}")
+        return
+    path = path or BUNDLED_SYNTHETIC
+    records = load_benchmark(path)
+    run = build_eval(settings, summarizer_url=summarizer_url, summarizer_model=summarizer_model,
+                     judge_url=judge_url, judge_model=judge_model, baseline=baseline)
+    reports = asyncio.run(run.run(records, dataset=dataset or path.stem))
+    for report in reports:
+        click.echo(f"{report.engine:32s} users={report.users} accuracy={report.accuracy:.3f} "
+                   f"auc={'n/a' if report.auc is None else f'{report.auc:.3f}'} "
+                   f"unparsed={report.unparsed} failed_summaries={report.failed_summaries}")
+    if out:
+        out.write_text(json.dumps([r.headline() | {"rows": r.rows} for r in reports], indent=2,
+                                  ensure_ascii=False))
+
+
+# --- provisioning --------------------------------------------------------------------------
+
+
+@cli.command()
+@_errors
+def migrate() -> None:
+    """Create the keyspace and apply pending CQL migrations."""
+    from ..app import migrate_schema
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    applied = migrate_schema(settings)
+    click.echo(f"applied: {', '.join(applied) or 'nothing (schema up to date)'}")
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["ensure"]))
+@_errors
+def topics(action: str) -> None:
+    """Create the input, output, dead-letter and failure topics; report mismatches (exit 3)."""
+    from ..app import provision_topics
+
+    settings = _settings()
+    configure_logging(settings.log_level, settings.log_format)
+    for line in asyncio.run(provision_topics(settings)):
+        click.echo(line)
+
+
+# --- reads and operations ------------------------------------------------------------------
+
+
+def _read(user_id: str, history: bool) -> None:
+    from ..app import build_store
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+
+    async def go() -> Any:
+        store = build_store(settings)
+        try:
+            if not history:
+                record = await store.get_current(user_id)
+                return record.model_dump(mode="json") if record else None
+            return [r.model_dump(mode="json") for r in await store.history(user_id)]
+        finally:
             await store.aclose()
-            telemetry.shutdown()
-        return 0
 
-    return asyncio.run(_serve())
+    result = asyncio.run(go())
+    if not result:
+        click.echo(f"no summary for user {user_id!r}", err=True)
+        sys.exit(EX_FAILED)
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False))
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="streamer",
-        description="prefstream: streaming natural-language preference profiles. "
-        "Configuration comes from STREAMER_* environment variables (see README).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("worker", help=cmd_worker.__doc__)
-    rp = sub.add_parser("replay", help=cmd_replay.__doc__)
-    rp.add_argument("path", nargs="?", help="JSONL file (default: the bundled sample)")
-    rp.add_argument("--model-url", help="OpenAI-compatible base URL instead of the baseline")
-    rp.add_argument("--sqlite", default="prefstream-demo.sqlite3", help="SQLite file to write")
-    rp.add_argument("--window-events", type=int, default=6, help="events per window")
-    rp.add_argument("--window-age-s", type=float, default=3 * 86400,
-                    help="max window age in EVENT time (seconds)")
-    rp.add_argument("--users", type=int, default=4, help="how many users' evolution to print")
-    rp.add_argument("--no-progress", action="store_true")
-    rp.add_argument("-v", "--verbose", action="store_true")
-    bf = sub.add_parser("backfill", help=cmd_backfill.__doc__)
-    bf.add_argument("path", help="JSONL file of interaction events (the input topic's format)")
-    bf.add_argument("--engine", choices=["pool", "vllm"], default="pool",
-                    help="pool: STREAMER_MODEL__* endpoints; vllm: in-process engine (gpu extra)")
-    bf.add_argument("--tensor-parallel-size", type=int, default=1)
-    bf.add_argument("--window-age-s", type=float, default=3 * 86400,
-                    help="max window age in EVENT time (seconds)")
-    bf.add_argument("--publish", action="store_true",
-                    help="also publish change events to STREAMER_KAFKA__OUTPUT_TOPIC")
-    bf.add_argument("--no-progress", action="store_true")
-    ev = sub.add_parser("eval", help=cmd_eval.__doc__)
-    ev.add_argument("path", nargs="?", help="benchmark JSONL (default: bundled synthetic set)")
-    ev.add_argument("--summarizer-url", help="OpenAI-compatible base URL serving AlignXplore+")
-    ev.add_argument("--summarizer-model", default="VanillaH1/AlignXplore-Plus")
-    ev.add_argument("--judge-url", default="http://127.0.0.1:8001/v1",
-                    help="OpenAI-compatible base URL of the downstream judge")
-    ev.add_argument("--judge-model", default="Qwen/Qwen3-8B")
-    ev.add_argument("--baseline", action="store_true",
-                    help="also score the CPU baseline summarizer (always on without a summarizer)")
-    ev.add_argument("--dataset", help="dataset name for the stage split (default: file stem; "
-                    "amazon*/mind*/movielens* use thirds)")
-    ev.add_argument("--out", help="write per-user results as JSON")
-    ev.add_argument("--make-synthetic", metavar="FILE", help="write the synthetic set and exit")
-    sub.add_parser("standin", help=cmd_standin.__doc__, add_help=False)
-    sub.add_parser("migrate", help=cmd_migrate.__doc__)
-    tp = sub.add_parser("topics", help=cmd_topics.__doc__)
-    tp.add_argument("action", choices=["ensure"])
-    for name in ("get", "history"):
-        p = sub.add_parser(name, help=cmd_read.__doc__)
-        p.add_argument("user_id")
-    pk = sub.add_parser("parked", help=cmd_parked.__doc__)
-    pk.add_argument("action", choices=["list", "retry", "drop"])
-    pk.add_argument("user_id", nargs="?", help="only this user's windows (required by drop)")
-    pk.add_argument("--window-id", help="only this window")
-    pk.add_argument("--limit", type=int, default=100)
-    ap = sub.add_parser("api", help=cmd_api.__doc__)
-    ap.add_argument("--host", help="listen address (default: STREAMER_API__HOST)")
-    ap.add_argument("--port", type=int, help="listen port (default: STREAMER_API__PORT)")
-    return parser
+@cli.command()
+@click.argument("user_id")
+@_errors
+def get(user_id: str) -> None:
+    """Print a user's current summary as JSON (exit 1 when there is none)."""
+    _read(user_id, history=False)
+
+
+@cli.command()
+@click.argument("user_id")
+@_errors
+def history(user_id: str) -> None:
+    """Print a user's full history, oldest first, as JSON (exit 1 when there is none)."""
+    _read(user_id, history=True)
+
+
+@cli.command()
+@click.argument("action", type=click.Choice(["list", "retry", "drop"]))
+@click.argument("user_id", required=False)
+@click.option("--window-id", help="Only this window.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@_errors
+def parked(action: str, user_id: str | None, window_id: str | None, limit: int) -> None:
+    """Windows parked after bounded attempts: list them, retry them (re-produce their original
+    records to the input topic, then unpark) or drop them."""
+    from ..app import build_buffer, build_sender, build_store
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+
+    async def go() -> int:
+        store = build_store(settings)
+        buffer = build_buffer(settings, store)
+        sender = build_sender(settings)
+        try:
+            windows = await buffer.parked(user_id, limit=limit)
+            if window_id:
+                windows = [w for w in windows if w.window_id == window_id]
+            if action == "list":
+                for w in windows:
+                    click.echo(json.dumps({
+                        "user_id": w.user_id, "window_id": w.window_id,
+                        "partition": w.partition, "error_type": w.error_type,
+                        "reason": w.reason, "attempts": w.attempts,
+                        "parked_at": w.parked_at, "event_ids": [e.event_id for e in w.entries],
+                    }, ensure_ascii=False))
+                click.echo(f"{len(windows)} parked window(s)", err=True)
+                return 0
+            if not windows:
+                click.echo("no parked window matches (give USER_ID and optionally --window-id)",
+                           err=True)
+                return EX_FAILED
+            for w in windows:
+                if action == "retry":
+                    for e in w.entries:
+                        await sender.send(settings.kafka.input_topic, w.user_id.encode(),
+                                          e.value, ())
+                await buffer.unpark(w.user_id, w.window_id)
+                click.echo(f"retried {w.user_id}/{w.window_id}: {len(w.entries)} records "
+                           f"re-produced to {settings.kafka.input_topic}" if action == "retry"
+                           else f"dropped {w.user_id}/{w.window_id} ({len(w.entries)} events)")
+            return 0
+        finally:
+            await sender.aclose()
+            await store.aclose()
+
+    code = asyncio.run(go())
+    if code:
+        sys.exit(code)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(streamer completion bash)"."""
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(cli, {}, "streamer", "_STREAMER_COMPLETE").source())
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["standin"]:
-        return cmd_standin(argparse.Namespace(), argv[1:])
-    args = build_parser().parse_args(argv)
-    if args.command == "worker":
-        # faust's Worker parses sys.argv itself; give it only the program name
-        sys.argv = sys.argv[:1]
-    handlers = {
-        "worker": cmd_worker,
-        "replay": cmd_replay,
-        "backfill": cmd_backfill,
-        "eval": cmd_eval,
-        "migrate": cmd_migrate,
-        "topics": cmd_topics,
-        "get": cmd_read,
-        "history": cmd_read,
-        "api": cmd_api,
-        "parked": cmd_parked,
-    }
+    """Run the CLI; returns the exit code (``streamer`` console script and ``python -m``)."""
     try:
-        return handlers[args.command](args)
-    except StreamerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except ConnectionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        cli.main(args=argv, prog_name="streamer", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":

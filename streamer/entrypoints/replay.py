@@ -1,9 +1,11 @@
-"""The embedded default: replay a clickstream file through the real domain code.
+"""Replay a clickstream file through the worker's own path: the embedded demo and backfill.
 
-No Kafka, no Cassandra, no GPU: events go through the worker's own intake and scheduler (on
-event time, so runs are reproducible, with an in-memory pending buffer), turned into the same AlignXplore+
-prompts and versioned by the same update service into an embedded SQLite store.  The summary
-engine is the CPU baseline (clearly labelled) or any OpenAI-compatible server.
+No Kafka, no GPU: records go through the worker's intake and scheduler (on EVENT time, so runs
+are reproducible, with an in-memory pending buffer), turned into the same AlignXplore+ prompts
+and versioned by the same update service.  ``streamer replay`` writes an embedded SQLite store
+with the CPU baseline engine (clearly labelled) or any OpenAI-compatible server;
+``streamer backfill`` writes the configured store.  The composition root
+(``streamer/app.py``, ``build_replay``/``build_backfill``) builds what :class:`Replay` runs.
 """
 
 from __future__ import annotations
@@ -23,20 +25,17 @@ from tqdm import tqdm
 
 from schemas import SummaryChanged, SummaryUpdateFailed
 
-from ..adapters.memory.pending import MemoryPendingBuffer
-from ..adapters.memory.publish import CollectingPublisher
-from ..adapters.sqlite.store import SqliteProfileStore
-from ..domain.pending import PendingIndex, WindowRules
 from ..errors import InvalidEventError
-from ..ports import ChangePublisher, ProfileStore, SummaryModel, TokenCounter
+from ..ports import ChangePublisher
 from ..services.flow import UpdateFlow
-from ..services.policy import RetryPolicy
-from ..services.scheduler import Finished, Scheduler
-from ..services.updater import ProfileUpdater, UpdatePolicy
 
 log = logging.getLogger(__name__)
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_clickstream.jsonl"
+
+EVENT_TIME_WINDOW_AGE_S = 3 * 86400.0
+"""Replay's window age, in EVENT time: a window closes 3 days after its first event (or at
+``STREAMER_WINDOW__MAX_EVENTS``), so that a history file gives windows like a live stream."""
 
 
 @dataclass
@@ -62,14 +61,31 @@ class _Line:
     headers: Any = None
 
 
-class _CountInvalid:
+class CountingDeadLetters:
     """Dead letters of a replay: counted by reason (there is no dead-letter topic)."""
 
-    def __init__(self, report: ReplayReport) -> None:
-        self.report = report
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
 
     async def publish(self, error: InvalidEventError, **_: Any) -> None:
-        self.report.invalid[error.code] += 1
+        self.counts[error.code] += 1
+
+
+class Tee:
+    """Keeps every change event for the report and forwards it to an optional publisher."""
+
+    def __init__(self, publisher: ChangePublisher | None) -> None:
+        self.events: list[SummaryChanged] = []
+        self.publisher = publisher
+
+    async def publish(self, event: SummaryChanged) -> None:
+        self.events.append(event)
+        if self.publisher is not None:
+            await self.publisher.publish(event)
+
+    async def publish_failure(self, event: SummaryUpdateFailed) -> None:
+        if self.publisher is not None:
+            await self.publisher.publish_failure(event)
 
 
 def _event_time(raw: bytes) -> float | None:
@@ -80,96 +96,72 @@ def _event_time(raw: bytes) -> float | None:
         return None
 
 
-async def replay(
-    lines: list[bytes],
-    *,
-    store: ProfileStore,
-    model: SummaryModel,
-    policy: UpdatePolicy,
-    window_events: int,
-    window_age_s: float,
-    concurrency: int = 4,
-    progress: bool = True,
-    publisher: ChangePublisher | None = None,
-    token_counter: TokenCounter | None = None,
-) -> ReplayReport:
-    """Replay raw JSONL records in order (windows on event time); returns what happened.
+class Replay:
+    """Feeds raw JSONL records, in order, to a flow whose clock is the records' event time."""
 
-    Used by the embedded demo (SQLite, baseline) and by ``streamer backfill`` (the configured
-    store and model): records walk the worker's own path (intake -> pending buffer -> due
-    windows -> update service), with an in-memory buffer and event time as the clock.
-    """
-    report = ReplayReport()
-    collected = CollectingPublisher()
-    updater = ProfileUpdater(store, model, _Tee(collected, publisher), policy,
-                             token_counter=token_counter)
-    clock_now = [0.0]
+    class Clock:
+        """Event time: the latest ``occurred_at`` seen so far."""
 
-    def clock() -> float:
-        return clock_now[0]
+        def __init__(self) -> None:
+            self.now = 0.0
 
-    def finished(f: Finished) -> None:
-        for r in f.results:
-            report.outcomes[r.outcome.value] += 1
-        if f.error is not None:
-            report.outcomes["parked" if f.decision == "parked" else "failed"] += 1
+        def __call__(self) -> float:
+            return self.now
 
-    index = PendingIndex(WindowRules(max_events=window_events, max_age_s=window_age_s))
-    buffer = MemoryPendingBuffer()
-    scheduler = Scheduler(index, buffer, updater, updater.publisher, decode=lambda e: flow.decode(e),
-                          max_concurrency=concurrency, clock=clock,
-                          retry=RetryPolicy(base_s=0.0, max_s=0.0, park_after=3),
-                          max_events_per_update=max(window_events, 1))
-    flow = UpdateFlow(index, buffer, scheduler, _CountInvalid(report), max_message_bytes=1 << 20,
-                      require_key=False, clock=clock)
-    scheduler.on_finished = finished
-    users: set[str] = set()
-    seen: set[bytes] = set()
-    bar = tqdm(lines, desc="replaying", unit="ev", disable=not progress, file=sys.stderr)
-    for i, raw in enumerate(bar):
-        report.events += 1
-        at = _event_time(raw)
-        if at is not None:
-            clock_now[0] = max(clock_now[0], at)
-        await scheduler.tick()
-        before = flow.stats.buffered
-        await flow.intake([_Line(raw, i)])
-        if flow.stats.buffered > before:
-            doc = json.loads(raw)
-            users.add(doc["user_id"])
-            key = f"{doc['user_id']}\x00{doc['event_id']}".encode()
-            if key in seen:
-                report.duplicates += 1
-            seen.add(key)
-        await asyncio.sleep(0)  # let started updates run
-        bar.set_postfix(versions=len(collected.events), refresh=False)
-    await scheduler.flush()
-    bar.close()
-    report.changes = collected.events
-    report.users = len(users)
-    return report
+        def advance(self, t: float) -> None:
+            self.now = max(self.now, t)
+
+    def __init__(self, flow: UpdateFlow, clock: Replay.Clock, changes: Tee,
+                 dead_letters: CountingDeadLetters) -> None:
+        self.flow = flow
+        self.clock = clock
+        self.changes = changes
+        self.dead_letters = dead_letters
+
+    async def run(self, lines: list[bytes], *, progress: bool = True) -> ReplayReport:
+        report = ReplayReport()
+        flow, scheduler = self.flow, self.flow.scheduler
+        users: set[str] = set()
+        seen: set[bytes] = set()
+        bar = tqdm(lines, desc="replaying", unit="ev", disable=not progress, file=sys.stderr)
+        for i, raw in enumerate(bar):
+            report.events += 1
+            at = _event_time(raw)
+            if at is not None:
+                self.clock.advance(at)
+            await scheduler.tick()
+            before = flow.stats.buffered
+            await flow.intake([_Line(raw, i)])
+            if flow.stats.buffered > before:
+                doc = json.loads(raw)
+                users.add(doc["user_id"])
+                key = f"{doc['user_id']}\x00{doc['event_id']}".encode()
+                if key in seen:
+                    report.duplicates += 1
+                seen.add(key)
+            await asyncio.sleep(0)  # let started updates run
+            bar.set_postfix(versions=len(self.changes.events), refresh=False)
+        await scheduler.flush()
+        bar.close()
+        stats = scheduler.stats
+        report.outcomes.update(stats.outcomes)
+        if stats.parked:
+            report.outcomes["parked"] = stats.parked
+        if stats.failures - stats.parked:
+            report.outcomes["failed"] = stats.failures - stats.parked
+        report.invalid = Counter(self.dead_letters.counts)
+        report.changes = list(self.changes.events)
+        report.users = len(users)
+        return report
 
 
-class _Tee:
-    """Keeps every change event for the report and forwards it to an optional publisher."""
-
-    def __init__(self, collected: CollectingPublisher, publisher: ChangePublisher | None) -> None:
-        self.collected = collected
-        self.publisher = publisher
-
-    async def publish(self, event: SummaryChanged) -> None:
-        await self.collected.publish(event)
-        if self.publisher is not None:
-            await self.publisher.publish(event)
-
-    async def publish_failure(self, event: SummaryUpdateFailed) -> None:
-        await self.collected.publish_failure(event)
-        if self.publisher is not None:
-            await self.publisher.publish_failure(event)
+def read_lines(path: Path) -> list[bytes]:
+    return [ln for ln in path.read_bytes().splitlines() if ln.strip()]
 
 
-def print_evolution(report: ReplayReport, *, users: int, out: TextIO = sys.stdout) -> None:
+def print_evolution(report: ReplayReport, *, users: int, out: TextIO | None = None) -> None:
     """Print how the summaries of a few users evolved, version by version."""
+    out = out or sys.stdout
     by_user: dict[str, list[SummaryChanged]] = {}
     for change in report.changes:
         by_user.setdefault(change.user_id, []).append(change)
@@ -182,44 +174,19 @@ def print_evolution(report: ReplayReport, *, users: int, out: TextIO = sys.stdou
             print(text, file=out)
 
 
-def run_replay(
-    path: Path,
-    *,
-    model: SummaryModel,
-    sqlite_path: str,
-    policy: UpdatePolicy,
-    window_events: int,
-    window_age_s: float,
-    show_users: int,
-    progress: bool,
-    out: TextIO = sys.stdout,
-) -> ReplayReport:
-    lines = [ln for ln in path.read_bytes().splitlines() if ln.strip()]
-    if sqlite_path != ":memory:":
-        Path(sqlite_path).unlink(missing_ok=True)
-    store = SqliteProfileStore(sqlite_path)
-
-    async def _run() -> ReplayReport:
-        try:
-            return await replay(
-                lines, store=store, model=model, policy=policy, window_events=window_events,
-                window_age_s=window_age_s, progress=progress,
-            )
-        finally:
-            await model.aclose()
-
-    report = asyncio.run(_run())
-    print(f"engine: {model.name}", file=out)
-    if model.name.startswith("prefstream-baseline"):
+def print_report(report: ReplayReport, *, engine: str, store: str, users: int,
+                 out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    print(f"engine: {engine}", file=out)
+    if engine.startswith("prefstream-baseline"):
         print("NOTE: summaries below come from the deterministic CPU BASELINE (term statistics),"
               " not from the AlignXplore+ model.", file=out)
-    print_evolution(report, users=show_users, out=out)
+    print_evolution(report, users=users, out=out)
     invalid = sum(report.invalid.values())
     print(
         f"\nreplayed {report.events} records ({invalid} invalid: {dict(report.invalid)}; "
         f"{report.duplicates} duplicates) for {report.users} users -> "
         f"{len(report.changes)} summary versions; outcomes {dict(report.outcomes)}; "
-        f"store: {sqlite_path}",
+        f"store: {store}",
         file=out,
     )
-    return report

@@ -26,11 +26,8 @@ import httpx
 
 from schemas import Item, PairwiseChoice
 
-from ..adapters.memory.publish import CollectingPublisher
-from ..adapters.memory.store import InMemoryProfileStore
 from ..domain.triples import NO_NEGATIVE, to_triples
-from ..ports import SummaryModel
-from ..services.updater import Outcome, ProfileUpdater, UpdatePolicy
+from ..services.updater import Outcome, ProfileUpdater
 from .judge import JudgeItem, parse_selection, prob_a, roc_auc, stage_chunks
 
 log = logging.getLogger(__name__)
@@ -139,20 +136,40 @@ async def judge(
     return parse_selection(text), prob_a(tokens or None), text
 
 
+class Evaluation:
+    """One evaluation run: each summarizer (an update service on its own in-memory store, built
+    by ``streamer.app.build_eval``) against the same judge."""
+
+    def __init__(self, updaters: Sequence[ProfileUpdater], *, judge_url: str,
+                 judge_model: str) -> None:
+        self.updaters = list(updaters)
+        self.judge_url = judge_url
+        self.judge_model = judge_model
+
+    async def run(self, records: Sequence[BenchmarkRecord], *, dataset: str,
+                  seed: int = 42) -> list[EvalReport]:
+        reports = []
+        for updater in self.updaters:
+            try:
+                reports.append(await evaluate(records, updater=updater, judge_url=self.judge_url,
+                                              judge_model=self.judge_model, dataset=dataset,
+                                              seed=seed))
+            finally:
+                await updater.model.aclose()
+        return reports
+
+
 async def evaluate(
     records: Sequence[BenchmarkRecord],
     *,
-    summary_model: SummaryModel,
+    updater: ProfileUpdater,
     judge_url: str,
     judge_model: str,
     dataset: str,
     seed: int = 42,
     concurrency: int = 8,
-    policy: UpdatePolicy | None = None,
 ) -> EvalReport:
-    report = EvalReport(engine=summary_model.name, judge=judge_model, dataset=dataset)
-    updater = ProfileUpdater(InMemoryProfileStore(), summary_model, CollectingPublisher(),
-                             policy or UpdatePolicy())
+    report = EvalReport(engine=updater.model.name, judge=judge_model, dataset=dataset)
     rng = random.Random(seed)
     orders = [rng.randint(0, 1) == 1 for _ in records]  # drawn up front: order-independent
     gate = asyncio.Semaphore(concurrency)

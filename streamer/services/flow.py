@@ -18,19 +18,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from schemas import Interaction
-
-from ..adapters.kafka.codec import decode_interaction
+from ..domain.codec import decode_interaction
 from ..domain.pending import PendingIndex
-from ..errors import InvalidEventError, OutputRejectedError
+from ..errors import InvalidEventError
 from ..ports import DeadLetterSink, PendingBuffer, PendingEntry, PendingUser
 from ..telemetry import Telemetry, _header_value
 from .policy import DeadLetter, Retry, RetryPolicy, Scope, decide
-from .scheduler import Finished, Scheduler, digest
+from .scheduler import Scheduler, digest
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +47,11 @@ class Record(Protocol):
 
 @dataclass
 class FlowStats:
-    """Counters exposed to logs, readiness and tests."""
+    """Intake counters exposed to logs, readiness and tests (updates: ``Scheduler.stats``)."""
 
     consumed: int = 0
     buffered: int = 0
     dead_lettered: int = 0
-    outcomes: dict[str, int] = field(default_factory=dict)
-    failures: int = 0
-    parked: int = 0
 
 
 INTAKE_RETRY = RetryPolicy(base_s=1.0, max_s=10.0, park_after=1)
@@ -100,7 +95,7 @@ class UpdateFlow:
         self.retry = retry
         self.telemetry = telemetry or Telemetry.noop()
         self.stats = FlowStats()
-        self.owned: set[int] | None = None  # None: every partition (replay)
+        self.ownership = scheduler.ownership
         # (topic, partition) -> offset after the last record buffered or dead-lettered: what
         # the consumer may commit (see adapters/kafka/consumer.py)
         self.positions: dict[tuple[str, int], int] = {}
@@ -110,9 +105,6 @@ class UpdateFlow:
         self._first_batch = True
         self.pipeline = pipeline  # write one batch while the next is decoded (the worker)
         self._writing: asyncio.Task[None] | None = None
-        scheduler.owns = self.owns
-        scheduler.on_finished = self._finished
-        scheduler.on_conflict = self._conflict
         t = self.telemetry
         t.observe_value("streamer_pool_in_flight", lambda: scheduler.busy)
         t.observe_value("streamer_pool_saturated", lambda: 1 if scheduler.saturated else 0)
@@ -122,11 +114,6 @@ class UpdateFlow:
         t.observe_value("streamer_oldest_pending_age_seconds", self.oldest_pending_age_s)
 
     # -- intake --------------------------------------------------------------------------------
-
-    def decode(self, entry: PendingEntry) -> Interaction:
-        """A buffered record back to its interaction (validated at intake already)."""
-        return decode_interaction(None, entry.value, max_bytes=max(self.max_message_bytes,
-                                                                   len(entry.value)))
 
     async def intake(self, records: Sequence[Record]) -> None:
         """Buffer a batch durably (retrying while the buffer is down); dead-letter invalid
@@ -250,26 +237,15 @@ class UpdateFlow:
             self.intake_error = None
             return
 
-    async def _conflict(self, entry: PendingEntry, code: str) -> None:
-        exc = InvalidEventError(code, f"event id {entry.event_id!r} of user {entry.user_id!r} "
-                                      "was seen before with different content; the first one "
-                                      "is applied, this one is not")
-        await self.dead_letters.publish(
-            exc, key=entry.user_id.encode(), value=entry.value, headers=[],
-            source_topic="pending-buffer", partition=entry.partition, offset=entry.offset)
-        self.stats.dead_lettered += 1
-        self.telemetry.record_dead_letter(code)
-
     # -- ownership -----------------------------------------------------------------------------
 
     def owns(self, partition: int) -> bool:
-        return self.owned is None or partition in self.owned
+        return self.ownership.owns(partition)
 
     async def on_assigned(self, partitions: Iterable[int]) -> int:
         """Rebuild the index of newly assigned partitions from the buffer; overdue windows fire
         on the next tick.  Returns the number of users recovered."""
-        new = set(partitions) - (self.owned or set())
-        self.owned = (self.owned or set()) | new
+        new = self.ownership.assign(partitions)
         if not new:
             return 0
         users = await self.buffer.users(sorted(new))
@@ -283,9 +259,7 @@ class UpdateFlow:
         """Stop storing and publishing for revoked partitions (in-flight updates are fenced),
         give in-flight updates a moment to settle, and forget the partitions' windows: their
         new owner rebuilds them from the buffer."""
-        lost = set(partitions)
-        if self.owned is not None:
-            self.owned -= lost
+        lost = self.ownership.revoke(partitions)
         for key in [k for k in self.positions if k[1] in lost]:
             del self.positions[key]  # never commit a stale position if it comes back
         users = self.index.users_of(lost)
@@ -334,23 +308,6 @@ class UpdateFlow:
         finished = await self.scheduler.drain(timeout_s)
         log.info("shutdown: in-flight updates %s; %d pending windows stay buffered",
                  "finished" if finished else "cancelled at the deadline", len(self.index))
-
-    def _finished(self, f: Finished) -> None:
-        if f.error is not None:
-            if f.decision == "parked":
-                self.stats.parked += 1
-            self.stats.failures += 1
-            rejected = isinstance(f.error, OutputRejectedError)
-            self.telemetry.record_update("rejected_output" if rejected else "error", f.events)
-            return
-        for r in f.results:
-            outcome = r.outcome.value
-            self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
-            n = len(r.record.event_ids) if r.record else 0
-            self.telemetry.record_update(outcome, n)
-            log.info("window done: outcome=%s events=%d version=%s latency_ms=%.0f",
-                     outcome, n, r.record.version if r.record else None,
-                     r.record.latency_ms if r.record else 0.0)
 
 
 def _headers(headers: Any) -> list[tuple[str, bytes]]:

@@ -26,24 +26,35 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import Interaction, SummaryUpdateFailed
+from schemas import SummaryUpdateFailed
 
+from ..domain.codec import decode_buffered
 from ..domain.pending import PendingIndex, TokenBucket
 from ..domain.windowing import window_id
-from ..errors import FencedError, OutputRejectedError, StreamerError
-from ..ports import ChangePublisher, ParkedWindow, PendingBuffer, PendingEntry, PendingUser
+from ..errors import FencedError, InvalidEventError, OutputRejectedError, StreamerError
+from ..ports import ChangePublisher, DeadLetterSink, ParkedWindow, PendingBuffer, PendingEntry, PendingUser
+from ..settings import WindowSettings, default_of
 from ..telemetry import Telemetry, WindowTrace, extract_span_context
+from .ownership import Ownership
 from .policy import Abandon, Park, Retry, RetryPolicy, Scope, decide
 from .updater import Outcome, ProfileUpdater, UpdateResult
 
 log = logging.getLogger(__name__)
 
-Decode = Callable[[PendingEntry], Interaction]
-Conflict = Callable[[PendingEntry, str], Awaitable[None]]
+
+
+@dataclass
+class UpdateStats:
+    """Update counters exposed to logs, ``/stats`` and reports."""
+
+    outcomes: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+    parked: int = 0
+    dead_lettered: int = 0  # event ids reused with other content
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +77,8 @@ class BudgetedModel:
     for a model slot."""
 
     def __init__(self, model: Any, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("slots must be >= 1")
         self.inner = model
         self.name = getattr(model, "name", "model")
         self.slots = slots
@@ -108,32 +121,26 @@ class Scheduler:
         updater: ProfileUpdater,
         notices: ChangePublisher,
         *,
-        decode: Decode,
-        max_concurrency: int,
+        budget: BudgetedModel | None,
+        prompt_tokens: int,
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy | None = None,
-        prompt_tokens: int = 8192,
-        max_events_per_update: int = 64,
+        max_events_per_update: int = default_of(WindowSettings, "max_events_per_update"),
         max_read_events: int = 512,
-        owns: Callable[[int], bool] = lambda partition: True,
-        on_conflict: Conflict | None = None,
-        on_finished: Callable[[Finished], None] = lambda f: None,
+        ownership: Ownership | None = None,
+        dead_letters: DeadLetterSink | None = None,
         stamps: StampClock | None = None,
         tokens_per_s: float | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
         self.index = index
         self.buffer = buffer
         self.updater = updater
-        # the model budget: calls in flight are capped here, updates at twice that
-        self.model = BudgetedModel(updater.model, max_concurrency) if updater is not None else None
-        if updater is not None:
-            updater.model = self.model
+        # the model budget (the updater's model is this same object): calls in flight are
+        # capped there, updates here at twice that
+        self.model = budget
         self.notices = notices
-        self.decode = decode
-        self.max_concurrency = max_concurrency
+        self.max_concurrency = budget.slots if budget is not None else 1
         self.clock = clock
         self.retry = retry or RetryPolicy()
         self.prompt_tokens = prompt_tokens
@@ -141,9 +148,9 @@ class Scheduler:
         self.max_read_events = max_read_events
         # optional second budget: estimated prompt tokens per second of started windows
         self.token_budget = TokenBucket(tokens_per_s) if tokens_per_s else None
-        self.owns = owns
-        self.on_conflict = on_conflict
-        self.on_finished = on_finished
+        self.ownership = ownership or Ownership()
+        self.dead_letters = dead_letters
+        self.stats = UpdateStats()
         self.stamps = stamps or StampClock()
         self.telemetry = telemetry or Telemetry.noop()
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -237,7 +244,7 @@ class Scheduler:
             arrived = w.count  # arrivals since the update started: the read may include them
             more = len(entries) >= self.max_read_events
             entries = await self._drop_conflicts(user_id, entries)
-            decoded = {id(e): self.decode(e) for e in entries}
+            decoded = {id(e): decode_buffered(e.value) for e in entries}
             # chronological, then input order (a redelivered copy keeps its event time)
             entries.sort(key=lambda e: (decoded[id(e)].occurred_at, e.offset))
             for chunk in self.chain(entries):
@@ -248,10 +255,9 @@ class Scheduler:
                 if result.outcome is Outcome.REJECTED_OUTPUT:
                     raise OutputRejectedError(result.rejections, result.attempts,
                                               result.record.model if result.record else None)
-                if result.reused_event_ids and self.on_conflict is not None:
-                    for e in chunk:
-                        if e.event_id in result.reused_event_ids:
-                            await self.on_conflict(e, "event_id_reused")
+                for e in chunk:
+                    if e.event_id in result.reused_event_ids:
+                        await self._reused(e)
                 results.append(result)
                 if result.outcome is Outcome.UPDATED:
                     self._last_success_at = self.clock()
@@ -315,8 +321,7 @@ class Scheduler:
             seen.add(e.event_id)
         if reused:
             for e in reused:
-                if self.on_conflict is not None:
-                    await self.on_conflict(e, "event_id_reused")
+                await self._reused(e)
             await self._remove(user_id, reused, None)
         return keep
 
@@ -405,11 +410,39 @@ class Scheduler:
         log.error("window parked after %d attempts: user_id=%s window_id=%s events=%d (%s); "
                   "inspect with `streamer parked list`", attempts, user_id, wid, len(rest), reason)
 
-    def _report(self, finished: Finished) -> None:
-        try:
-            self.on_finished(finished)
-        except Exception:  # noqa: BLE001 - reporting must not break settling
-            log.exception("on_finished callback failed")
+    def owns(self, partition: int) -> bool:
+        return self.ownership.owns(partition)
+
+    async def _reused(self, entry: PendingEntry) -> None:
+        """An event id seen again with other content: dead-lettered, never applied."""
+        code = "event_id_reused"
+        exc = InvalidEventError(code, f"event id {entry.event_id!r} of user {entry.user_id!r} "
+                                      "was seen before with different content; the first one "
+                                      "is applied, this one is not")
+        if self.dead_letters is not None:
+            await self.dead_letters.publish(
+                exc, key=entry.user_id.encode(), value=entry.value, headers=[],
+                source_topic="pending-buffer", partition=entry.partition, offset=entry.offset)
+        self.stats.dead_lettered += 1
+        self.telemetry.record_dead_letter(code)
+
+    def _report(self, f: Finished) -> None:
+        """Count a settled update (stats, metrics, log)."""
+        if f.error is not None:
+            if f.decision == "parked":
+                self.stats.parked += 1
+            self.stats.failures += 1
+            rejected = isinstance(f.error, OutputRejectedError)
+            self.telemetry.record_update("rejected_output" if rejected else "error", f.events)
+            return
+        for r in f.results:
+            outcome = r.outcome.value
+            self.stats.outcomes[outcome] = self.stats.outcomes.get(outcome, 0) + 1
+            n = len(r.record.event_ids) if r.record else 0
+            self.telemetry.record_update(outcome, n)
+            log.info("window done: outcome=%s events=%d version=%s latency_ms=%.0f",
+                     outcome, n, r.record.version if r.record else None,
+                     r.record.latency_ms if r.record else 0.0)
 
     def _degrade(self, reason: str) -> None:
         if not self.degraded:

@@ -32,6 +32,7 @@ from ..ports import (
     TokenCounter,
     UpdateRequest,
 )
+from ..settings import ModelSettings, WindowSettings, default_of
 from ..telemetry import Telemetry, WindowTrace
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,24 @@ class UpdateResult:
 
 @dataclass(frozen=True, slots=True)
 class UpdatePolicy:
-    """Knobs of the update service (from settings)."""
+    """Knobs of the update service: settings (their defaults are the settings' own) plus a few
+    internal limits."""
 
-    rating_threshold: float = 0.7
-    max_summary_chars: int = 8000
-    output_attempts: int = 3
+    rating_threshold: float = default_of(WindowSettings, "rating_threshold")
+    max_summary_chars: int = default_of(ModelSettings, "max_summary_chars")
+    output_attempts: int = default_of(ModelSettings, "output_attempts")
+    context_tokens: int = default_of(ModelSettings, "context_tokens")
+    output_tokens: int = default_of(ModelSettings, "max_tokens")
     output_backoff_s: float = 0.5
     conflict_attempts: int = 5
-    context_tokens: int = 16384
-    output_tokens: int = 4096
     published_memory: int = 100_000  # users whose last published version is remembered
+
+    @classmethod
+    def from_settings(cls, window: WindowSettings, model: ModelSettings) -> UpdatePolicy:
+        return cls(rating_threshold=window.rating_threshold,
+                   max_summary_chars=model.max_summary_chars,
+                   output_attempts=model.output_attempts, context_tokens=model.context_tokens,
+                   output_tokens=model.max_tokens)
 
 
 

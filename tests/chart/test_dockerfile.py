@@ -18,10 +18,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import pytest
 from pydantic import BaseModel
 
-from streamer.entrypoints.cli import build_parser
+from streamer.entrypoints.cli import cli as streamer_cli
 from streamer.settings import Settings
 
 try:
@@ -125,16 +126,17 @@ def settings_env_names() -> set[str]:
     return names
 
 
-def cli_accepts(argv: list[str]) -> bool:
-    """Whether `streamer <argv>` is a valid command line (the stand-in has its own parser)."""
-    if argv[:1] == ["standin"]:
+def cli_accepts(argv: list[str], entrypoint: str = "streamer") -> bool:
+    """Whether `<entrypoint> <argv>` is a valid command line (`streamer`, or the stand-in)."""
+    if entrypoint == "streamer-standin":
         from streamer.devtools.standin.__main__ import build_parser as standin_parser
 
-        standin_parser().parse_args(argv[1:])
+        standin_parser().parse_args(argv)
         return True
+    assert entrypoint == "streamer", entrypoint
     try:
-        build_parser().parse_args(argv)
-    except SystemExit:
+        streamer_cli.make_context("streamer", list(argv))
+    except click.ClickException:
         return False
     return True
 
@@ -166,6 +168,7 @@ def test_entrypoint_is_the_streamer_console_script(final):
     assert cmd == ["worker"]
     scripts = tomllib.loads(PYPROJECT.read_text())["project"]["scripts"]
     assert scripts.get("streamer") == "streamer.entrypoints.cli:main"
+    assert scripts.get("streamer-standin") == "streamer.devtools.standin.__main__:main"
     assert cli_accepts(cmd)
 
 
@@ -307,8 +310,9 @@ def test_compose_has_the_laptop_stack(compose):
     assert services["kafka"]["image"] == "apache/kafka:3.9.1"
     assert "controller" in services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"], "KRaft mode"
     assert services["cassandra"]["image"] == "cassandra:5.0"
-    commands = {n: s.get("command") for n, s in _streamer_services(compose).items()}
-    assert {"standin", "worker", "api"} <= {c[0] for c in commands.values()}, commands
+    commands = {n: [*s.get("entrypoint", []), *s.get("command", [])]
+                for n, s in _streamer_services(compose).items()}
+    assert {"streamer-standin", "worker", "api"} <= {c[0] for c in commands.values()}, commands
     for svc in _streamer_services(compose).values():
         build = svc["build"]
         assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
@@ -316,7 +320,8 @@ def test_compose_has_the_laptop_stack(compose):
 
 def test_compose_commands_are_streamer_commands(compose):
     for name, svc in _streamer_services(compose).items():
-        assert cli_accepts(list(svc["command"])), f"{name}: streamer {svc['command']}"
+        entrypoint = (svc.get("entrypoint") or ["streamer"])[0]
+        assert cli_accepts(list(svc["command"]), entrypoint), f"{name}: {entrypoint} {svc['command']}"
 
 
 def test_compose_env_names_are_settings(compose):

@@ -10,8 +10,8 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from schemas import DeadLetter
 from streamer.adapters.kafka.admin import ensure_topics
-from streamer.adapters.kafka.codec import decode_interaction
 from streamer.adapters.kafka.publish import DeadLetterPublisher
+from streamer.domain.codec import decode_interaction
 from streamer.errors import InvalidEventError
 from tests.integration.test_kafka_adapters import consume_all, kafka_settings, producer, sender  # noqa: F401 (fixtures)
 

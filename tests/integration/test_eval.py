@@ -8,9 +8,11 @@ import httpx
 
 from streamer.adapters.llm.baseline import BaselineSummaryModel
 from streamer.adapters.llm.client import OpenAICompatSummaryModel
+from streamer.app import eval_updater
 from streamer.devtools.standin.server import StandinConfig, running_standin
 from streamer.evaluation.benchmark import BUNDLED_SYNTHETIC, evaluate, load_benchmark
 from streamer.evaluation.judge import JUDGE_SYSTEM
+from streamer.settings import Settings
 from tests.e2e.harness import ROOT
 
 
@@ -20,7 +22,8 @@ async def test_eval_runs_both_stages_and_judges_every_user():
             running_standin() as summarizer:
         model = OpenAICompatSummaryModel([f"{summarizer}/v1"], model="VanillaH1/AlignXplore-Plus",
                                          health_interval_s=None)
-        report = await evaluate(records, summary_model=model, judge_url=f"{judge}/v1",
+        report = await evaluate(records, updater=eval_updater(Settings(), model),
+                                judge_url=f"{judge}/v1",
                                 judge_model="Qwen/Qwen3-8B", dataset="synthetic")
         await model.aclose()
         async with httpx.AsyncClient() as client:
@@ -39,8 +42,9 @@ async def test_same_seed_same_questions_and_answers():
     records = load_benchmark(BUNDLED_SYNTHETIC)[:6]
     async with running_standin(StandinConfig(model="j")) as judge:
         runs = [
-            await evaluate(records, summary_model=BaselineSummaryModel(), judge_url=f"{judge}/v1",
-                           judge_model="j", dataset="synthetic", seed=seed)
+            await evaluate(records, updater=eval_updater(Settings(), BaselineSummaryModel()),
+                           judge_url=f"{judge}/v1", judge_model="j", dataset="synthetic",
+                           seed=seed)
             for seed in (42, 42, 7)
         ]
     orders = [[r["chosen_is_a"] for r in run.rows] for run in runs]

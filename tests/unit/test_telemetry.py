@@ -22,7 +22,7 @@ from streamer.devtools.fakes import ScriptedSummaryModel
 from streamer.entrypoints.api import create_api
 from streamer.logging import configure_logging
 from streamer.services.flow import UpdateFlow
-from streamer.services.updater import ProfileUpdater, UpdatePolicy
+from streamer.services.updater import UpdatePolicy
 from streamer.settings import Settings
 from streamer.telemetry import Telemetry, setup_telemetry
 from tests.factories import feedback, item, pairwise
@@ -96,14 +96,13 @@ def log_stream():
 
 
 def make_flow(telemetry: Telemetry, script, sent: Sent) -> UpdateFlow:
-    updater = ProfileUpdater(
-        InMemoryProfileStore(), ScriptedSummaryModel(script),
-        KafkaChangePublisher(sent, "out", "failures"), UpdatePolicy(output_backoff_s=0),
-        telemetry=telemetry,
-    )
     settings = Settings(window={"max_events": 1, "max_age_s": 60}, model={"max_concurrency": 2})
-    return build_flow(settings, updater, MemoryPendingBuffer(), DeadLetterPublisher(sent, "dlq"),
+    flow = build_flow(settings, store=InMemoryProfileStore(), model=ScriptedSummaryModel(script),
+                      publisher=KafkaChangePublisher(sent, "out", "failures"),
+                      buffer=MemoryPendingBuffer(), dead_letters=DeadLetterPublisher(sent, "dlq"),
                       telemetry=telemetry)
+    flow.scheduler.updater.policy = UpdatePolicy(output_backoff_s=0)
+    return flow
 
 
 async def handle(flow: UpdateFlow, *events: FakeEvent) -> None:

@@ -41,7 +41,7 @@ from cassandra.query import BatchStatement, BatchType, PreparedStatement
 from schemas import SummaryRecord, TokenUsage
 
 from ...errors import StoreUnavailableError, VersionConflictError
-from ...settings import CassandraSettings
+from ...settings import CassandraSettings, default_of
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class CassandraProfileStore:
     """Versioned user summaries in Cassandra."""
 
     def __init__(
-        self, cluster: Cluster, session: Session, keyspace: str, *, dedupe_ttl_s: int = 604800
+        self, cluster: Cluster, session: Session, keyspace: str, *,
+        dedupe_ttl_s: int = default_of(CassandraSettings, "dedupe_ttl_s"),
     ) -> None:
         self._cluster = cluster
         self._session = session

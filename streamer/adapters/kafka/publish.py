@@ -14,9 +14,9 @@ from typing import Any
 
 from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed
 
+from ...domain.codec import encode_model
 from ...errors import ConfigurationError, InvalidEventError
 from ...telemetry import outgoing_trace_headers
-from .codec import encode_model
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ import httpx
 
 from ...errors import ModelRequestError, ModelUnavailableError
 from ...ports import ModelReply, UpdateRequest
-from ...settings import ModelSettings
+from ...settings import ModelSettings, default_of
 from .breaker import BreakerState, CircuitBreaker
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,10 @@ class _NoUsableEndpoint(ModelUnavailableError):
     """Every endpoint is unhealthy, draining or behind an open breaker."""
 
 
+def _M(name: str) -> Any:  # noqa: N802 - reads as the settings default it is
+    return default_of(ModelSettings, name)
+
+
 class OpenAICompatSummaryModel:
     """A :class:`~streamer.ports.SummaryModel` over a pool of OpenAI-compatible endpoints."""
 
@@ -153,16 +157,16 @@ class OpenAICompatSummaryModel:
         *,
         model: str,
         api_key: str = "EMPTY",
-        timeout_s: float = 300.0,
-        max_retries: int = 2,
+        timeout_s: float = _M("timeout_s"),
+        max_retries: int = _M("max_retries"),
         sampling: dict[str, float | int] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-        max_concurrency_per_endpoint: int = 8,
-        health_interval_s: float | None = 5.0,
+        max_concurrency_per_endpoint: int = _M("max_concurrency_per_endpoint"),
+        health_interval_s: float | None = _M("health_interval_s"),
         health_timeout_s: float = 2.0,
-        breaker_failures: int = 5,
-        breaker_reset_s: float = 10.0,
-        dns_refresh_s: float = 30.0,
+        breaker_failures: int = _M("breaker_failures"),
+        breaker_reset_s: float = _M("breaker_reset_s"),
+        dns_refresh_s: float = _M("dns_refresh_s"),
         resolver: Resolver | None = None,
         backoff_base_s: float = 0.2,
         backoff_max_s: float = 2.0,
@@ -179,10 +183,7 @@ class OpenAICompatSummaryModel:
         self.timeout_s = timeout_s
         self.max_retries = max_retries
         self.sampling = sampling or {
-            "temperature": 0.6,
-            "top_p": 0.95,
-            "top_k": 20,
-            "max_tokens": 4096,
+            name: _M(name) for name in ("temperature", "top_p", "top_k", "max_tokens")
         }
         self.max_concurrency_per_endpoint = max_concurrency_per_endpoint
         self.health_interval_s = health_interval_s if health_interval_s and health_interval_s > 0 else None

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from schemas import INTERACTION_ADAPTER, Item
-from streamer.adapters.kafka.codec import decode_interaction
 from streamer.devtools import synthetic as sample
+from streamer.domain.codec import decode_interaction
 from streamer.domain.triples import to_triples
 from streamer.errors import InvalidEventError
 

@@ -21,7 +21,6 @@ from streamer.adapters.memory.store import InMemoryProfileStore
 from streamer.adapters.sqlite.store import SqliteProfileStore
 from streamer.domain.windowing import window_id
 from streamer.entrypoints.api import ROLLBACK_MODEL, create_api, openapi_document, store_probe
-from streamer.entrypoints.cli import build_parser
 from streamer.errors import StoreUnavailableError, VersionConflictError
 from streamer.services.updater import change_event
 from streamer.settings import ApiSettings, Settings
@@ -564,13 +563,6 @@ def test_api_settings_defaults_and_env(monkeypatch):
     s = Settings()
     assert s.api.port == 9001 and s.api.token.get_secret_value() == "t0ken"
     assert "t0ken" not in repr(s)
-
-
-def test_cli_has_the_api_command():
-    args = build_parser().parse_args(["api", "--host", "127.0.0.1", "--port", "9000"])
-    assert (args.command, args.host, args.port) == ("api", "127.0.0.1", 9000)
-    args = build_parser().parse_args(["api"])
-    assert (args.host, args.port) == (None, None)
 
 
 # --- store methods used by the API (the Cassandra ones are in tests/integration) -----------

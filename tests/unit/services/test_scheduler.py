@@ -12,7 +12,7 @@ from streamer.domain.pending import PendingIndex, TokenBucket, WindowRules
 from streamer.errors import ModelRequestError, ModelUnavailableError
 from streamer.services.flow import UpdateFlow
 from streamer.services.policy import RetryPolicy
-from streamer.services.scheduler import Scheduler
+from streamer.services.scheduler import BudgetedModel, Scheduler
 from streamer.services.updater import ProfileUpdater, UpdatePolicy
 from tests.factories import item, pairwise
 
@@ -53,21 +53,23 @@ class Stack:
         self.now = [0.0]
         self.store, self.pub = InMemoryProfileStore(), CollectingPublisher()
         self.model = model or Model()
-        self.updater = ProfileUpdater(self.store, self.model, self.pub,
+        budget = BudgetedModel(self.model, concurrency)
+        self.updater = ProfileUpdater(self.store, budget, self.pub,
                                       UpdatePolicy(output_backoff_s=0))
         self.index = PendingIndex(WindowRules(max_events=max_events, max_age_s=max_age_s))
         self.buffer = MemoryPendingBuffer()
-        self.scheduler = Scheduler(
-            self.index, self.buffer, self.updater, self.pub, decode=lambda e: self.flow.decode(e),
-            max_concurrency=concurrency, clock=lambda: self.now[0],
-            retry=RetryPolicy(base_s=1.0, max_s=8.0, park_after=park_after),
-            prompt_tokens=prompt_tokens, max_events_per_update=max_events_per_update)
         self.dlq = []
 
         class DLQ:
             async def publish(_, error, **kw):
                 self.dlq.append((error.code, kw))
 
+        self.scheduler = Scheduler(
+            self.index, self.buffer, self.updater, self.pub, budget=budget,
+            clock=lambda: self.now[0],
+            retry=RetryPolicy(base_s=1.0, max_s=8.0, park_after=park_after),
+            prompt_tokens=prompt_tokens, max_events_per_update=max_events_per_update,
+            dead_letters=DLQ())
         self.flow = UpdateFlow(self.index, self.buffer, self.scheduler, DLQ(),
                                max_message_bytes=1 << 20, clock=lambda: self.now[0])
         self.offset = 0
@@ -234,7 +236,7 @@ async def test_event_id_reused_after_it_was_applied_is_dead_lettered_not_dropped
 
 async def test_fenced_update_neither_stores_nor_publishes():
     s = Stack(max_events=1)
-    s.flow.owned = {0}
+    s.scheduler.ownership.partitions = {0}
     s.model.gate = asyncio.Event()
     await s.send(ev("u1", 1))
     await s.scheduler.tick()
@@ -352,7 +354,7 @@ async def test_a_failure_while_parking_does_not_leave_the_user_stuck():
 
 async def test_records_of_a_revoked_partition_are_buffered_but_not_scheduled():
     s = Stack(max_events=1)
-    s.flow.owned = {1}
+    s.scheduler.ownership.partitions = {1}
     await s.send(ev("u1", 1), partition=0)
     assert s.buffer.pending_count() == 1 and "u1" not in s.index
     assert s.flow.positions == {} and await s.buffer.users([0]) == []

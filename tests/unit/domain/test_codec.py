@@ -3,7 +3,7 @@ import json
 import pytest
 
 from schemas import DeadLetter
-from streamer.adapters.kafka.codec import decode_interaction
+from streamer.domain.codec import decode_interaction
 from streamer.errors import InvalidEventError
 from tests.factories import pairwise
 
@@ -126,7 +126,7 @@ def test_nesting_limit_counts_only_structure_not_brackets_inside_strings():
 
 
 def test_recursion_errors_from_the_parser_or_validator_do_not_escape(monkeypatch):
-    from streamer.adapters.kafka import codec
+    from streamer.domain import codec
 
     def boom(*_a, **_kw):
         raise RecursionError("maximum recursion depth exceeded")

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from schemas import INTERACTION_ADAPTER, Interaction
 
-from ...errors import InvalidEventError
+from ..errors import InvalidEventError
 
 SUPPORTED_TYPES = (
     "interaction.pairwise",
@@ -195,3 +195,9 @@ def _summarize(exc: ValidationError) -> str:
 def encode_model(model: Any) -> bytes:
     """Serialize a contract as compact JSON bytes."""
     return model.model_dump_json().encode()
+
+
+def decode_buffered(value: bytes) -> Interaction:
+    """A record from the pending buffer back to its interaction (validated at intake already,
+    so no size, age or key rule applies again)."""
+    return decode_interaction(None, value, max_bytes=len(value) + 1)
