@@ -41,7 +41,7 @@ class Record(Protocol):
     topic: str
     partition: int
     offset: int
-    timestamp: float | None  # Kafka record timestamp, milliseconds since the epoch
+    timestamp: float | None  # Kafka record timestamp in SECONDS (faust's Message convention)
     headers: Any
 
 
@@ -130,7 +130,7 @@ class UpdateFlow:
             self.stats.consumed += 1
             value = m.value
             ts = m.timestamp
-            kafka_ts = ts / 1000.0 if isinstance(ts, int | float) and ts > 0 else 0.0  # ms
+            kafka_ts = float(ts) if isinstance(ts, int | float) and ts > 0 else 0.0
             try:
                 if self.dedupe_horizon_s and kafka_ts and now - kafka_ts > self.dedupe_horizon_s:
                     raise InvalidEventError(

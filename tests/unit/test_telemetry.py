@@ -48,7 +48,7 @@ class FakeMessage:
     topic: str = "in"
     partition: int = 0
     offset: int = 0
-    timestamp: float = field(default_factory=lambda: time.time() * 1000)  # ms, as Kafka
+    timestamp: float = field(default_factory=time.time)  # seconds, as faust's Message
 
     @property
     def tp(self) -> tuple[str, int]:
