@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help helm chart-test
+.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help helm chart-test chart-schema
 
 help:
 	@echo "make demo    - replay the bundled clickstream on the embedded default (no servers)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint    - ruff"
 	@echo "make bench   - benchmarks on a private Kafka + Cassandra (bench/results/)"
 	@echo "make helm    - build the helm CLI from the Go module proxy"
+	@echo "make chart-schema - regenerate the chart's values.schema.json and README values table"
 
 # The venv is rebuilt when pyproject.toml changes; pip's cache makes re-installs cheap.
 $(STAMP): pyproject.toml
@@ -40,11 +41,15 @@ test: $(STAMP) helm
 chart-test: $(STAMP) helm
 	$(PY) -m pytest tests/chart -q -p no:cacheprovider
 
+# values.schema.json and the README values table of the chart, from the annotations in values.yaml
+chart-schema: $(STAMP)
+	$(PY) deploy/tools/chart_schema.py
+
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streamer schemas tests
+	$(VENV)/bin/ruff check streamer schemas tests deploy/tools
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.chart
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "prefstream"
-CI_DIR = ROOT / "helm" / "ci"
+CI_DIR = CHART / "ci"  # chart-testing (ct) location; .helmignore keeps it out of packages
 HELM = ROOT / ".tools" / "bin" / "helm"
 HELM_SCRIPT = ROOT / "deploy" / "tools" / "helm.sh"
 RELEASE = "ps"
@@ -223,7 +223,7 @@ def test_helm_binary_is_the_pinned_version():
 
 def test_every_required_ci_values_file_exists():
     present = {f.name.removesuffix("-values.yaml") for f in CI_FILES}
-    assert REQUIRED_CI <= present, f"missing helm/ci files: {sorted(REQUIRED_CI - present)}"
+    assert REQUIRED_CI <= present, f"missing helm/prefstream/ci files: {sorted(REQUIRED_CI - present)}"
 
 
 def test_chart_metadata():
