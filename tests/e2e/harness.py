@@ -60,11 +60,11 @@ class Proc:
 
 def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Proc:
     log_path = log_dir / f"{name}.log"
-    log = open(log_path, "ab")  # noqa: SIM115 - owned by the process
-    popen = subprocess.Popen(
-        args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, **env}, cwd=ROOT, start_new_session=True,
-    )
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        popen = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env}, cwd=ROOT, start_new_session=True,
+        )
     return Proc(name, popen, log_path)
 
 
