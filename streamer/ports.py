@@ -36,6 +36,7 @@ class ModelReply:
     completion_tokens: int = 0
     finish_reason: str | None = None
     latency_ms: float = 0.0
+    reasoning: str | None = None  # the thinking, when the server split it out of the text
 
 
 class SummaryModel(Protocol):

@@ -124,6 +124,10 @@ class ModelSettings(_Section):
     """Attempts to get a well-formed reply before keeping the previous summary."""
     max_summary_chars: int = Field(8000, ge=1)
     """Replies whose summary is longer are rejected."""
+    reasoning: Literal["required", "optional"] = "required"
+    """`required` (AlignXplore+): a reply must carry its thinking, inline (`<think>…</think>`)
+    or split out by the server (`reasoning`/`reasoning_content`); `optional`: a reply with no
+    thinking at all is taken whole as the summary (a non-reasoning summarizer)."""
 
 
 class WindowSettings(_Section):

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from opentelemetry.trace import SpanKind
 
@@ -74,6 +75,7 @@ class UpdatePolicy:
     output_attempts: int = default_of(ModelSettings, "output_attempts")
     context_tokens: int = default_of(ModelSettings, "context_tokens")
     output_tokens: int = default_of(ModelSettings, "max_tokens")
+    reasoning: Literal["required", "optional"] = default_of(ModelSettings, "reasoning")
     output_backoff_s: float = 0.5
     conflict_attempts: int = 5
     published_memory: int = 100_000  # users whose last published version is remembered
@@ -83,7 +85,7 @@ class UpdatePolicy:
         return cls(rating_threshold=window.rating_threshold,
                    max_summary_chars=model.max_summary_chars,
                    output_attempts=model.output_attempts, context_tokens=model.context_tokens,
-                   output_tokens=model.max_tokens)
+                   output_tokens=model.max_tokens, reasoning=model.reasoning)
 
 
 
@@ -352,6 +354,8 @@ class ProfileUpdater:
                     reply.text,
                     max_chars=self.policy.max_summary_chars,
                     finish_reason=reply.finish_reason,
+                    reasoning=reply.reasoning,
+                    thinking=self.policy.reasoning,
                 )
             except OutputRejected as exc:
                 rejections.append(exc.code)
@@ -359,10 +363,7 @@ class ProfileUpdater:
                 if attempt < self.policy.output_attempts:
                     await asyncio.sleep(self.policy.output_backoff_s * 2 ** (attempt - 1))
                 continue
-            reply = ModelReply(
-                reply.text, reply.model, reply.prompt_tokens, reply.completion_tokens,
-                reply.finish_reason, latency,
-            )
+            reply = replace(reply, latency_ms=latency)
             return reply, summary, attempt, tuple(rejections)
         assert reply is not None
         return reply, None, self.policy.output_attempts, tuple(rejections)

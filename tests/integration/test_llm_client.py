@@ -54,7 +54,7 @@ async def test_request_carries_reference_sampling_and_exact_messages():
     assert body["temperature"] == 0.6 and body["top_p"] == 0.95 and body["top_k"] == 20
     assert body["max_tokens"] == 4096 and body["n"] == 1
     assert body["messages"] == request().prompt.messages()
-    assert "chat_template_kwargs" not in body  # thinking stays on (Qwen3 default)
+    assert body["chat_template_kwargs"] == {"enable_thinking": True}  # asked for, not assumed
 
 
 async def test_failed_endpoint_is_retried_on_the_other_one():
@@ -106,3 +106,21 @@ async def test_updater_retries_malformed_replies_then_stores_a_good_one():
         await model.aclose()
     assert good.outcome is Outcome.UPDATED and "</think>" not in good.record.summary
     assert pub.events[0].usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("parser", ["none", "reasoning_content", "reasoning", "both"])
+async def test_updater_finds_the_summary_wherever_the_server_puts_the_thinking(parser):
+    """Over real HTTP, the stand-in splitting the thinking out as vLLM's and llama.cpp's
+    reasoning parsers do: the same kind of summary is stored in every case."""
+    async with running_standin(StandinConfig(reasoning_parser=parser)) as base:
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
+        store, pub = InMemoryProfileStore(), CollectingPublisher()
+        updater = ProfileUpdater(store, model, pub, UpdatePolicy(output_backoff_s=0))
+        result = await updater.apply("u1", [pairwise("e1", domain="movies")])
+        async with httpx.AsyncClient() as client:
+            last = (await client.get(f"{base}/admin/last")).json()
+        await model.aclose()
+    message = last["response"]["choices"][0]["message"]
+    assert ("</think>" in (message["content"] or "")) == (parser == "none")
+    assert result.outcome is Outcome.UPDATED, result.rejections
+    assert result.record.summary and "</think>" not in result.record.summary

@@ -144,6 +144,21 @@ class _NoUsableEndpoint(ModelUnavailableError):
     """Every endpoint is unhealthy, draining or behind an open breaker."""
 
 
+def _count(value: Any) -> int:
+    """A usage count; missing, null or not a number counts as 0 (servers differ)."""
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0
+
+
+def _reasoning(message: Mapping[str, Any]) -> str | None:
+    """The thinking a server split out of ``content``: ``reasoning`` (vLLM 0.11.1+) or
+    ``reasoning_content`` (vLLM <= 0.11.0, llama.cpp, SGLang); None when inline or absent."""
+    for key in ("reasoning", "reasoning_content"):
+        value = message.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
 def _M(name: str) -> Any:  # noqa: N802 - reads as the settings default it is
     return default_of(ModelSettings, name)
 
@@ -434,8 +449,9 @@ class OpenAICompatSummaryModel:
     # ------------------------------------------------------------------ requests
 
     def request_body(self, request: UpdateRequest) -> dict[str, object]:
-        """The chat-completions body: two messages, reference sampling, thinking left on."""
-        return {"model": self.model, "messages": request.prompt.messages(), "n": 1, **self.sampling}
+        """The chat-completions body: two messages, reference sampling, thinking asked for explicitly."""
+        return {"model": self.model, "messages": request.prompt.messages(), "n": 1, **self.sampling,
+                "chat_template_kwargs": {"enable_thinking": True}}
 
     async def generate(self, request: UpdateRequest) -> ModelReply:
         await self.start()
@@ -575,14 +591,19 @@ class OpenAICompatSummaryModel:
             try:
                 data = resp.json()
                 choice = data["choices"][0]
+                message = choice["message"]
+                content = message["content"]
+                if content is not None and not isinstance(content, str):
+                    raise TypeError("message.content is not a string")
                 usage = data.get("usage") or {}
                 reply = ModelReply(
-                    text=choice["message"]["content"] or "",
-                    model=data.get("model", self.model),
-                    prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                    completion_tokens=int(usage.get("completion_tokens", 0)),
+                    text=content or "",
+                    model=data.get("model") or self.model,
+                    prompt_tokens=_count(usage.get("prompt_tokens")),
+                    completion_tokens=_count(usage.get("completion_tokens")),
                     finish_reason=choice.get("finish_reason"),
                     latency_ms=latency_ms,
+                    reasoning=_reasoning(message),
                 )
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 outcome = False

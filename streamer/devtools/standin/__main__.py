@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("no_think_close", "double_think_close", "empty_summary", "truncated"),
     )
     add("--fail-next", type=int, default=0, help="the first N chat requests fail")
+    add("--reasoning-parser", default="none",
+        choices=("none", "reasoning_content", "reasoning", "both"),
+        help="where a reply's thinking goes: inline (none) or a separate field, as vLLM/llama.cpp "
+             "do with a reasoning parser (default: %(default)s)")
     add("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
 
@@ -79,6 +83,7 @@ def config_from_args(args: argparse.Namespace) -> StandinConfig:
         max_queue=args.max_queue,
         seed=args.seed,
         faults=faults,
+        reasoning_parser=args.reasoning_parser,
     )
 
 

@@ -62,6 +62,11 @@ DEFAULT_MODEL = "VanillaH1/AlignXplore-Plus"
 DEFAULT_MAX_MODEL_LEN = 16384
 
 MalformedKind = Literal["no_think_close", "double_think_close", "empty_summary", "truncated"]
+ReasoningParser = Literal["none", "reasoning_content", "reasoning", "both"]
+"""Where a reply's thinking goes, as real servers do it: ``none`` inline in ``content`` (vLLM
+without a reasoning parser); ``reasoning_content`` (vLLM <= 0.11.0 and llama.cpp's server with
+``--reasoning-parser``/its default); ``both`` (vLLM 0.11.1+: ``reasoning``, with
+``reasoning_content`` as an alias); ``reasoning`` (vLLM 0.16+)."""
 
 
 # --------------------------------------------------------------------------- configuration
@@ -122,6 +127,8 @@ class StandinConfig(BaseModel):
     """Seed of the fault and jitter RNGs (reproducible runs)."""
     faults: FaultConfig = Field(default_factory=FaultConfig)
     """Initial fault configuration."""
+    reasoning_parser: ReasoningParser = "none"
+    """Where the thinking of a reply goes (see :data:`ReasoningParser`)."""
 
 
 # --------------------------------------------------------------------------- tokens
@@ -599,7 +606,8 @@ class Standin:
             self.stats.in_flight -= 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
-        body = _completion_body(model, content, finish_reason, prompt_tokens, completion_tokens)
+        body = _completion_body(model, content, finish_reason, prompt_tokens, completion_tokens,
+                                reasoning_parser=self.config.reasoning_parser)
         self.last_exchange = {"messages": messages, "response": body}
         return web.json_response(body)
 
@@ -760,9 +768,30 @@ def _injected_error(status: int) -> web.Response:
     return _error_response(status, message, err_type)
 
 
+def split_reasoning(content: str) -> tuple[str | None, str]:
+    """(thinking, rest) the way a server-side reasoning parser splits a reply: the text up to
+    the first ``</think>`` (without the tags) and what follows; no ``</think>``: all thinking
+    (generation never left it)."""
+    head, sep, tail = content.partition("</think>")
+    thinking = head.replace("<think>", "", 1).strip("\n")
+    if not sep:
+        return thinking, ""
+    return thinking, tail.lstrip("\n")
+
+
 def _completion_body(
-    model: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int
+    model: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
+    *, reasoning_parser: ReasoningParser = "none",
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content,
+                               "reasoning_content": None, "tool_calls": []}
+    if reasoning_parser != "none":
+        thinking, rest = split_reasoning(content)
+        message = {"role": "assistant", "content": rest or None, "tool_calls": []}
+        if reasoning_parser in ("reasoning_content", "both"):
+            message["reasoning_content"] = thinking
+        if reasoning_parser in ("reasoning", "both"):
+            message["reasoning"] = thinking
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -771,12 +800,7 @@ def _completion_body(
         "choices": [
             {
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": content,
-                    "reasoning_content": None,
-                    "tool_calls": [],
-                },
+                "message": message,
                 "logprobs": None,
                 "finish_reason": finish_reason,
                 "stop_reason": None,

@@ -151,6 +151,7 @@ async def test_request_url_headers_and_exact_body(make_model):
         "top_p": 0.95,
         "top_k": 20,
         "max_tokens": 4096,
+        "chat_template_kwargs": {"enable_thinking": True},
     }
     assert "Likes hiking." in body["messages"][1]["content"]
     assert body == model.request_body(req)
@@ -184,6 +185,7 @@ async def test_from_settings_carries_model_key_sampling_and_pool_knobs():
         assert model.request_body(req) == {
             "model": "served/name", "messages": req.prompt.messages(), "n": 1,
             "temperature": 0.3, "top_p": 0.8, "top_k": 7, "max_tokens": 123,
+            "chat_template_kwargs": {"enable_thinking": True},
         }
         assert (model.timeout_s, model.max_retries, model.max_concurrency_per_endpoint) == (
             42.0, 4, 3)
@@ -262,8 +264,46 @@ MALFORMED = {
     "empty_choices": lambda r: httpx.Response(200, json={"choices": []}),
     "choice_without_message": lambda r: httpx.Response(200, json={"choices": [{}]}),
     "message_without_content": lambda r: httpx.Response(200, json={"choices": [{"message": {}}]}),
-    "bad_usage": lambda r: httpx.Response(200, json=completion(usage={"prompt_tokens": "many"})),
+    "content_not_text": lambda r: httpx.Response(
+        200, json={"choices": [{"message": {"content": [{"type": "text"}]}}]}),
 }
+
+
+@pytest.mark.parametrize("usage", [None, {}, {"prompt_tokens": None, "completion_tokens": None},
+                                   {"prompt_tokens": "many", "completion_tokens": True}])
+async def test_missing_or_null_usage_does_not_fail_a_good_reply(make_model, usage):
+    body = completion()
+    body["usage"] = usage  # type: ignore[index]
+    model = make_model(lambda r: httpx.Response(200, json=body))
+    reply = await model.generate(update_request())
+    assert (reply.text, reply.prompt_tokens, reply.completion_tokens) == (REPLY_TEXT, 0, 0)
+
+
+# the same answer as each engine returns it: thinking inline, or split out by its parser
+SPLIT = {
+    "vllm<=0.11.0 / llama.cpp / sglang": {"reasoning_content": "thinking"},
+    "vllm 0.11.1+ (alias kept)": {"reasoning": "thinking", "reasoning_content": "thinking"},
+    "vllm 0.16+": {"reasoning": "thinking"},
+}
+
+
+@pytest.mark.parametrize("fields", SPLIT.values(), ids=SPLIT.keys())
+async def test_thinking_split_out_by_the_server_is_found(make_model, fields):
+    body = completion(content="\n\nPrefers trail running gear.")
+    body["choices"][0]["message"].update(fields)  # type: ignore[index]
+    model = make_model(lambda r: httpx.Response(200, json=body))
+    reply = await model.generate(update_request())
+    assert reply.reasoning == "thinking"
+    assert parse_summary(reply.text, finish_reason=reply.finish_reason,
+                         reasoning=reply.reasoning) == "Prefers trail running gear."
+
+
+async def test_inline_thinking_leaves_reasoning_empty(make_model):
+    body = completion()
+    body["choices"][0]["message"]["reasoning_content"] = None  # type: ignore[index]
+    model = make_model(lambda r: httpx.Response(200, json=body))
+    reply = await model.generate(update_request())
+    assert reply.reasoning is None and reply.text == REPLY_TEXT
 
 
 @pytest.mark.parametrize("reply", MALFORMED.values(), ids=MALFORMED.keys())
