@@ -34,7 +34,7 @@ from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
 from .entrypoints.replay import EVENT_TIME_WINDOW_AGE_S, CountingDeadLetters, Replay, Tee
 from .entrypoints.worker import mount_worker
-from .errors import TopicMismatchError
+from .errors import ConfigurationError, TopicMismatchError
 from .ports import (
     ChangePublisher,
     DeadLetterSink,
@@ -106,6 +106,34 @@ def build_model(settings: Settings, *, base_urls: Sequence[str] | None = None,
     if not health_checks:
         client.health_interval_s = None
     return client
+
+
+async def check_model_pool(settings: Settings, *, probe_sampling: bool = True) -> list[Any]:
+    """The self-check of every configured endpoint (``streamer doctor``, the worker's start):
+    one :class:`~streamer.adapters.llm.engines.EndpointReport` each."""
+    from .adapters.llm.client import OpenAICompatSummaryModel
+
+    client = OpenAICompatSummaryModel.from_settings(settings.model)
+    try:
+        return await client.self_check(probe_sampling=probe_sampling)
+    finally:
+        await client.aclose()
+
+
+def require_model_pool(reports: Sequence[Any]) -> None:
+    """Stop (:class:`~streamer.errors.ConfigurationError`) when a reachable endpoint is
+    misconfigured; endpoints not reachable yet only warn (the pool waits for them)."""
+    problems = [p for r in reports for p in r.problems]
+    if problems:
+        raise ConfigurationError("model endpoint self-check failed (run `streamer doctor`):\n  "
+                                 + "\n  ".join(problems))
+    for r in reports:
+        if r.reachable:
+            log.info("model endpoint %s: %s, context %s, tokenize %s, load %s", r.base_url,
+                     r.engine, r.context, r.tokenize, r.load)
+        else:
+            log.warning("model endpoint %s not reachable at startup (%s); updates wait for it",
+                        r.base_url, r.error)
 
 
 def build_vllm_engine(settings: Settings, *, tensor_parallel_size: int) -> SummaryModel:

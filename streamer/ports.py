@@ -24,6 +24,7 @@ class UpdateRequest:
     prompt: Prompt
     previous_summary: str | None
     triples: tuple[Triple, ...]
+    user_id: str | None = None  # for routing (endpoint affinity); never sent to the model
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,6 +115,10 @@ class ModelSettings(_Section):
     """Nucleus sampling (reference)."""
     top_k: int = 20
     """Top-k sampling (reference; vLLM extension)."""
+    min_p: float = Field(0.0, ge=0, le=1)
+    """Min-p sampling (reference: off; sent explicitly, llama.cpp defaults to 0.05)."""
+    repetition_penalty: float = Field(1.0, gt=0)
+    """Repetition penalty (reference: none; sent as `repeat_penalty` to llama.cpp)."""
     max_tokens: int = Field(4096, ge=1)
     """Output allowance, thinking included (reference)."""
     context_tokens: int = Field(16384, ge=256)
@@ -124,6 +128,20 @@ class ModelSettings(_Section):
     """Attempts to get a well-formed reply before keeping the previous summary."""
     max_summary_chars: int = Field(8000, ge=1)
     """Replies whose summary is longer are rejected."""
+    dialect: Literal["auto", "vllm", "sglang", "llamacpp", "openai"] = "auto"
+    """The servers' engine: `auto` reads it from each endpoint's `/v1/models` (`owned_by`);
+    it decides the sampling field names, token counting and load signal."""
+    self_check: bool = True
+    """`streamer worker` checks every reachable endpoint at startup (model served, context,
+    sampling fields accepted) and stops with what to change; `streamer doctor` shows it."""
+    routing: Literal["load", "outstanding"] = "load"
+    """`load`: route on the server's own queue (vLLM/SGLang/llama.cpp `/metrics`) where it is
+    exported, else on our outstanding requests; `outstanding`: our outstanding requests only."""
+    load_interval_s: float = Field(1.0, gt=0)
+    """Seconds between reads of each endpoint's load (`routing=load`)."""
+    affinity: Literal["none", "user"] = "none"
+    """`user`: a user's updates prefer one endpoint (a consistent hash of the user id), so they
+    reuse its prefix cache; a full or failed endpoint is skipped."""
     reasoning: Literal["required", "optional"] = "required"
     """`required` (AlignXplore+): a reply must carry its thinking, inline (`<think>…</think>`)
     or split out by the server (`reasoning`/`reasoning_content`); `optional`: a reply with no

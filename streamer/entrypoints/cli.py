@@ -84,11 +84,13 @@ def worker() -> None:
     """Run the faust worker against Kafka, the store and the model pool."""
     from faust import Worker
 
-    from ..app import build_worker, provision_topics
+    from ..app import build_worker, check_model_pool, provision_topics, require_model_pool
 
     settings = _settings()
     configure_logging(settings.log_level, settings.log_format)
     asyncio.run(provision_topics(settings))
+    if settings.model.engine == "openai" and settings.model.self_check:
+        require_model_pool(asyncio.run(check_model_pool(settings)))
     built = build_worker(settings)
     # logging stays ours (JSON with trace ids): faust would replace the root handlers
     Worker(built.app, loglevel=settings.log_level.lower(), quiet=True,
@@ -265,6 +267,43 @@ def evaluate(path: Path | None, summarizer_url: str | None, summarizer_model: st
 
 
 # --- provisioning --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per endpoint.")
+@click.option("--no-sampling", is_flag=True,
+              help="Skip the 1-token chat call that checks the sampling fields.")
+@_errors
+def doctor(as_json: bool, no_sampling: bool) -> None:
+    """Check every model endpoint: engine, model, context, sampling, token counting, load.
+
+    Exit 0 when all are fine, 2 when one is misconfigured (the message says what to change),
+    69 when one cannot be reached."""
+    from ..app import check_model_pool
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    if settings.model.engine != "openai":
+        click.echo(f"STREAMER_MODEL__ENGINE={settings.model.engine}: no model endpoint to check")
+        return
+    reports = asyncio.run(check_model_pool(settings, probe_sampling=not no_sampling))
+    for r in reports:
+        if as_json:
+            click.echo(json.dumps(r.as_dict()))
+            continue
+        state = "ok" if r.ok else "PROBLEM" if r.reachable else "UNREACHABLE"
+        click.echo(f"{r.base_url}  {state}")
+        if r.reachable:
+            click.echo(f"  engine    {r.engine}\n  models    {', '.join(r.models) or '-'}\n"
+                       f"  context   {r.context if r.context is not None else 'not reported'}"
+                       f" (STREAMER_MODEL__CONTEXT_TOKENS={settings.model.context_tokens})\n"
+                       f"  sampling  {r.sampling}\n  tokenize  {r.tokenize}\n  load      {r.load}")
+        for line in ([r.error] if r.error else []) + r.problems:
+            click.echo(f"  ! {line}")
+    if any(r.problems for r in reports):
+        sys.exit(EX_USAGE)
+    if not all(r.reachable for r in reports):
+        sys.exit(EX_UNAVAILABLE)
 
 
 @cli.command()

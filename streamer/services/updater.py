@@ -210,7 +210,8 @@ class ProfileUpdater:
                                        guard=guard, digests=digests)
             return UpdateResult(Outcome.TOO_LARGE, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
-        request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept)
+        request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept,
+                                user_id=user_id)
         reply, summary, attempts, rejections = await self._generate(request)
         if summary is None:  # the scheduler retries the window, and parks it after a bound
             return UpdateResult(

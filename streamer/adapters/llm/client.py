@@ -1,8 +1,9 @@
-"""OpenAI-compatible chat-completions client for a pool of vLLM servers.
+"""OpenAI-compatible chat-completions client for a pool of vLLM (or SGLang, llama.cpp) servers.
 
 One request per update, sampling as the reference (temperature 0.6, top_p 0.95, top_k 20,
-max_tokens 4096).  Errors are mapped at this boundary: :class:`ModelUnavailableError`
-(transient) and :class:`ModelRequestError` (permanent).
+min_p 0, repetition penalty 1, max_tokens 4096), every field sent explicitly under the name the
+endpoint's engine understands (:mod:`.engines`).  Errors are mapped at this boundary:
+:class:`ModelUnavailableError` (transient) and :class:`ModelRequestError` (permanent).
 
 The pool:
 
@@ -11,8 +12,18 @@ The pool:
   A DNS entry is resolved (all A/AAAA records) into one endpoint per address and re-resolved
   every ``dns_refresh_s``: new addresses are added, vanished ones are drained (no new requests,
   removed once their requests are done).  A failed resolution keeps the previous addresses.
-- **Balancing**: each attempt goes to the usable endpoint with the fewest outstanding requests
-  (ties rotate), never above ``max_concurrency_per_endpoint`` requests per endpoint.  When every
+- **Engines**: an endpoint's engine (vLLM, SGLang, llama.cpp, other) is read from its
+  ``/v1/models`` before its first request (or fixed by ``dialect``); an endpoint that does not
+  serve the model, or serves it with a smaller context than ``context_tokens``, is not used.
+  :meth:`self_check` checks every endpoint (sampling fields included) for ``streamer doctor``
+  and the worker's startup.
+- **Balancing**: each attempt goes to the usable endpoint with the least load (ties rotate), never
+  above ``max_concurrency_per_endpoint`` requests per endpoint.  Load is the server's own queue
+  (running + waiting, all clients, read from ``/metrics`` every ``load_interval_s``) plus our
+  requests sent since that read, where the server exports it and ``routing="load"``; otherwise
+  our outstanding requests.  A re-attempt of an identical prompt prefers the endpoint that served
+  it (its prefix cache), unless that endpoint failed it; ``affinity="user"`` sends a user's
+  updates to one endpoint (rendezvous hash of the user id) while it has room.  When every
   usable endpoint is at its cap, :meth:`generate` waits for a free slot (at most ``timeout_s``):
   that is the backpressure point; :attr:`saturated`, :attr:`in_flight` and :attr:`capacity`
   expose it for readiness and metrics.
@@ -30,13 +41,15 @@ The pool:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
@@ -45,6 +58,19 @@ from ...errors import ModelRequestError, ModelUnavailableError
 from ...ports import ModelReply, UpdateRequest
 from ...settings import ModelSettings, default_of
 from .breaker import BreakerState, CircuitBreaker
+from .engines import (
+    EndpointReport,
+    Engine,
+    Sampling,
+    ServerLoad,
+    detect_engine,
+    model_problems,
+    parse_load,
+    served_context,
+    served_models,
+    slots_load,
+    token_count,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +78,12 @@ TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 """4xx answers that are worth retrying (timeout, conflict, too early, rate limited)."""
 _NO_ROUTE = frozenset({404, 405, 501})
 """Answers meaning "this server has no such route" (for /health and /tokenize)."""
+_REFUSED = frozenset({400, 404, 405, 422, 501})
+"""Answers meaning "this server will not do that": a negative answer to cache (/tokenize)."""
+_IDENTIFY_RETRY_S = 5.0
+"""An endpoint whose ``/v1/models`` could not be read is asked again after this long."""
+_STICKY_PROMPTS = 4096
+"""Prompts remembered with the endpoint that served them (re-attempts reuse its cache)."""
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 """``async (host, port) -> IP addresses``: how DNS entries are resolved."""
@@ -119,6 +151,14 @@ class _Endpoint:
     tokenize_supported: bool | None = None
     requests: int = 0
     failures: int = 0
+    engine: Engine | None = None  # None: not identified yet
+    problem: str | None = None  # misconfigured (wrong model, small context): not used
+    load: ServerLoad | None = None
+    load_at: float = 0.0
+    load_outstanding: int = 0  # our outstanding requests when ``load`` was read
+    load_supported: bool | str | None = None  # "metrics", "slots"; False: none
+    identify_tried: float = float("-inf")
+    identify_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def root(self) -> str:
@@ -138,6 +178,9 @@ class EndpointStatus:
     consecutive_failures: int
     requests: int
     failures: int
+    engine: str | None = None
+    problem: str | None = None
+    server_queue: float | None = None
 
 
 class _NoUsableEndpoint(ModelUnavailableError):
@@ -163,6 +206,31 @@ def _M(name: str) -> Any:  # noqa: N802 - reads as the settings default it is
     return default_of(ModelSettings, name)
 
 
+def _sampling(value: Sampling | Mapping[str, float | int] | None) -> Sampling:
+    """A :class:`Sampling`; a mapping overrides the reference fields it names (the others keep
+    the reference value)."""
+    if isinstance(value, Sampling):
+        return value
+    reference = {f.name: _M(f.name) for f in fields(Sampling)}
+    unknown = set(value or {}) - set(reference)
+    if unknown:
+        raise ValueError(f"unknown sampling fields {sorted(unknown)} (known: {sorted(reference)})")
+    return Sampling(**{**reference, **(value or {})})
+
+
+def _prompt_key(messages: Sequence[Mapping[str, str]]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for m in messages:
+        digest.update(m["role"].encode() + b"\0" + m["content"].encode() + b"\0")
+    return digest.hexdigest()
+
+
+def _rendezvous(key: str, url: str) -> int:
+    """Highest-random-weight hash: each key ranks the endpoints; one joining or leaving moves
+    only the keys that rank it first."""
+    return int.from_bytes(hashlib.blake2b(f"{key}\0{url}".encode(), digest_size=8).digest(), "big")
+
+
 class OpenAICompatSummaryModel:
     """A :class:`~streamer.ports.SummaryModel` over a pool of OpenAI-compatible endpoints."""
 
@@ -174,7 +242,7 @@ class OpenAICompatSummaryModel:
         api_key: str = "EMPTY",
         timeout_s: float = _M("timeout_s"),
         max_retries: int = _M("max_retries"),
-        sampling: dict[str, float | int] | None = None,
+        sampling: Sampling | Mapping[str, float | int] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_concurrency_per_endpoint: int = _M("max_concurrency_per_endpoint"),
         health_interval_s: float | None = _M("health_interval_s"),
@@ -186,20 +254,29 @@ class OpenAICompatSummaryModel:
         backoff_base_s: float = 0.2,
         backoff_max_s: float = 2.0,
         clock: Callable[[], float] = time.monotonic,
+        dialect: Literal["auto", "vllm", "sglang", "llamacpp", "openai"] = _M("dialect"),
+        context_tokens: int | None = None,
+        routing: Literal["load", "outstanding"] = _M("routing"),
+        load_interval_s: float = _M("load_interval_s"),
+        affinity: Literal["none", "user"] = _M("affinity"),
     ) -> None:
         if not base_urls:
             raise ValueError("at least one model endpoint is required")
         if max_concurrency_per_endpoint < 1:
             raise ValueError("max_concurrency_per_endpoint must be >= 1")
-        if timeout_s <= 0 or dns_refresh_s <= 0 or health_timeout_s <= 0:
+        if timeout_s <= 0 or dns_refresh_s <= 0 or health_timeout_s <= 0 or load_interval_s <= 0:
             raise ValueError("timeouts and intervals must be > 0")
         self.name = model
         self.model = model
         self.timeout_s = timeout_s
         self.max_retries = max_retries
-        self.sampling = sampling or {
-            name: _M(name) for name in ("temperature", "top_p", "top_k", "max_tokens")
-        }
+        self.sampling = _sampling(sampling)
+        self.dialect = dialect
+        self.context_tokens = context_tokens
+        self.routing = routing
+        self.load_interval_s = load_interval_s
+        self.affinity = affinity
+        self._served_by: OrderedDict[str, str] = OrderedDict()
         self.max_concurrency_per_endpoint = max_concurrency_per_endpoint
         self.health_interval_s = health_interval_s if health_interval_s and health_interval_s > 0 else None
         self.health_timeout_s = health_timeout_s
@@ -247,17 +324,17 @@ class OpenAICompatSummaryModel:
             api_key=settings.api_key.get_secret_value(),
             timeout_s=settings.timeout_s,
             max_retries=settings.max_retries,
-            sampling={
-                "temperature": settings.temperature,
-                "top_p": settings.top_p,
-                "top_k": settings.top_k,
-                "max_tokens": settings.max_tokens,
-            },
+            sampling=Sampling(**{f.name: getattr(settings, f.name) for f in fields(Sampling)}),
             max_concurrency_per_endpoint=settings.max_concurrency_per_endpoint,
             health_interval_s=settings.health_interval_s,
             breaker_failures=settings.breaker_failures,
             breaker_reset_s=settings.breaker_reset_s,
             dns_refresh_s=settings.dns_refresh_s,
+            dialect=settings.dialect,
+            context_tokens=settings.context_tokens,
+            routing=settings.routing,
+            load_interval_s=settings.load_interval_s,
+            affinity=settings.affinity,
         )
 
     # ------------------------------------------------------------------ observation
@@ -299,12 +376,16 @@ class OpenAICompatSummaryModel:
                 consecutive_failures=e.breaker.consecutive_failures,
                 requests=e.requests,
                 failures=e.failures,
+                engine=e.engine,
+                problem=e.problem,
+                server_queue=e.load.queued if self._fresh_load(e) and e.load else None,
             )
             for e in self._endpoints
         ]
 
     def _usable(self, e: _Endpoint) -> bool:
-        return e.healthy and not e.draining and e.breaker.state is not BreakerState.OPEN
+        return (e.healthy and not e.draining and e.problem is None
+                and e.breaker.state is not BreakerState.OPEN)
 
     def _can_take(self, e: _Endpoint) -> bool:
         return (
@@ -331,6 +412,8 @@ class OpenAICompatSummaryModel:
                 self._tasks.append(
                     asyncio.create_task(self._health_loop(), name="llm-pool-health")
                 )
+            if self.routing == "load":
+                self._tasks.append(asyncio.create_task(self._load_loop(), name="llm-pool-load"))
             self._started = True
 
     async def aclose(self) -> None:
@@ -446,25 +529,214 @@ class OpenAICompatSummaryModel:
                 log.exception("model endpoint health check failed")
             await asyncio.sleep(self.health_interval_s)
 
+    # ------------------------------------------------------------------ engines
+
+    def engine_of(self, endpoint: _Endpoint) -> Engine:
+        """The engine an endpoint is spoken to as (``openai`` until identified)."""
+        if self.dialect != "auto":
+            return self.dialect
+        return endpoint.engine or "openai"
+
+    async def _get_json(self, endpoint: _Endpoint, path: str) -> tuple[int, Any]:
+        """``GET {root}{path}`` with the health timeout: (status, JSON body or None)."""
+        async with asyncio.timeout(self.health_timeout_s * 2):
+            resp = await self._client.get(f"{endpoint.root}{path}", headers=endpoint.headers,
+                                          extensions=endpoint.extensions,
+                                          timeout=self.health_timeout_s * 2)
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, None
+
+    async def _identify(self, endpoint: _Endpoint, report: EndpointReport | None = None) -> None:
+        """Read ``/v1/models``: the engine, and whether the endpoint serves the model with
+        enough context (else it is marked misconfigured and not used).  Unreachable: left
+        unidentified (asked again before the next request)."""
+        async with endpoint.identify_lock:
+            if endpoint.engine is not None and report is None:
+                return
+            try:
+                status, body = await self._get_json(endpoint, "/v1/models")
+            except (TimeoutError, httpx.HTTPError) as exc:
+                if report is not None:
+                    report.error = f"cannot reach {endpoint.root}/v1/models: {exc!r}"
+                log.debug("cannot identify model endpoint %s: %r", endpoint.base_url, exc)
+                return
+            if report is not None:
+                report.reachable = True
+            if status != 200 or not isinstance(body, Mapping):
+                endpoint.engine = endpoint.engine or "openai"
+                if report is not None:
+                    report.engine = self.engine_of(endpoint)
+                    report.error = f"GET /v1/models answered {status}; model and context unchecked"
+                return
+            endpoint.engine = detect_engine(body)
+            problems = model_problems(body, model=self.model, base_url=endpoint.base_url,
+                                      context_tokens=self.context_tokens or 0)
+            self._set_problem(endpoint, problems[0] if problems else None)
+            if report is not None:
+                report.engine = self.engine_of(endpoint)
+                report.models = served_models(body)
+                report.context = served_context(body, self.model)
+                report.problems.extend(problems)
+
+    async def _identify_new(self) -> None:
+        """Identify the endpoints not identified yet (``dialect=auto``) before routing to them;
+        one that could not be reached is asked again after ``_IDENTIFY_RETRY_S``."""
+        if self.dialect != "auto":
+            return
+        now = self._clock()
+        due = [e for e in self._endpoints if e.engine is None and not e.draining
+               and now - e.identify_tried >= _IDENTIFY_RETRY_S]
+        for e in due:
+            e.identify_tried = now
+        if due:
+            await asyncio.gather(*(self._identify(e) for e in due))
+
+    def _set_problem(self, endpoint: _Endpoint, problem: str | None) -> None:
+        if problem and problem != endpoint.problem:
+            log.error("model endpoint %s is not used: %s", endpoint.base_url, problem)
+        elif endpoint.problem and not problem:
+            log.info("model endpoint %s is configured right now", endpoint.base_url)
+        endpoint.problem = problem
+        self._notify()
+
+    async def self_check(self, *, probe_sampling: bool = True) -> list[EndpointReport]:
+        """Check every endpoint (``streamer doctor``, the worker's startup): reachable, engine,
+        the model served with enough context, the sampling fields accepted (one 1-token call),
+        token counting and load signals.  Misconfigured endpoints are taken out of use."""
+        if self._dns and not self._started:
+            await self.refresh_dns()
+        return list(await asyncio.gather(*(
+            self._check(e, probe_sampling) for e in self._endpoints if not e.draining)))
+
+    async def _check(self, endpoint: _Endpoint, probe_sampling: bool) -> EndpointReport:
+        report = EndpointReport(endpoint.base_url)
+        await self._identify(endpoint, report)
+        if not report.reachable or report.problems:
+            return report
+        if probe_sampling:
+            problem = await self._probe_sampling(endpoint)
+            report.sampling = "ok" if problem is None else "rejected"
+            if problem is not None:
+                report.problems.append(problem)
+                self._set_problem(endpoint, problem)
+                return report
+        endpoint.tokenize_supported = None  # ask again
+        count = await self._tokenize_on(endpoint, [{"role": "user", "content": "ping"}])
+        report.tokenize = (("template" if self.engine_of(endpoint) == "llamacpp" else "messages")
+                           if count is not None else "none")
+        endpoint.load_supported = None
+        await self._read_load(endpoint)
+        report.load = ("none" if not endpoint.load_supported
+                       else "slots" if endpoint.load_supported == "slots" else "metrics")
+        return report
+
+    async def _probe_sampling(self, endpoint: _Endpoint) -> str | None:
+        """One 1-token chat call with every sampling field: what a refusal says, or None."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "n": 1,
+                **self.sampling.fields(self.engine_of(endpoint)), "max_tokens": 1,
+                "chat_template_kwargs": {"enable_thinking": True}}
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                resp = await self._client.post(f"{endpoint.base_url}/chat/completions", json=body,
+                                               headers=endpoint.headers,
+                                               extensions=endpoint.extensions)
+        except (TimeoutError, httpx.HTTPError) as exc:
+            log.warning("sampling check of %s failed: %r", endpoint.base_url, exc)
+            return None  # not a refusal: the pool's health and retries handle it
+        if resp.status_code in (400, 422):
+            sent = ", ".join(f"{k}={v}" for k, v in self.sampling.fields(
+                self.engine_of(endpoint)).items())
+            return (f"{endpoint.base_url} ({self.engine_of(endpoint)}) refused the sampling fields "
+                    f"({resp.status_code}: {resp.text[:300]}); sent: {sent}.  Set "
+                    f"STREAMER_MODEL__DIALECT to the server's engine (vllm, sglang, llamacpp) "
+                    f"or use a server that takes these fields")
+        return None
+
+    # ------------------------------------------------------------------ load
+
+    def _fresh_load(self, endpoint: _Endpoint) -> bool:
+        return (endpoint.load is not None
+                and self._clock() - endpoint.load_at <= 5 * self.load_interval_s)
+
+    async def _read_load(self, endpoint: _Endpoint) -> None:
+        """Read an endpoint's own queue (``/metrics``; llama.cpp ``/slots`` when it has no
+        metrics).  An engine or server without either is not asked again."""
+        engine = self.engine_of(endpoint)
+        if endpoint.load_supported is False or engine == "openai":
+            endpoint.load_supported = False
+            return
+        outstanding = endpoint.outstanding
+        load: ServerLoad | None = None
+        source: str | bool = False
+        try:
+            async with asyncio.timeout(self.health_timeout_s):
+                resp = await self._client.get(f"{endpoint.root}/metrics", headers=endpoint.headers,
+                                              extensions=endpoint.extensions,
+                                              timeout=self.health_timeout_s)
+            if resp.is_success:
+                load = parse_load(engine, resp.text)
+                source = "metrics" if load is not None else False
+            if load is None and engine == "llamacpp":
+                status, body = await self._get_json(endpoint, "/slots")
+                load = slots_load(body) if status == 200 else None
+                source = "slots" if load is not None else False
+        except (TimeoutError, httpx.HTTPError) as exc:
+            log.debug("load of %s unread: %r", endpoint.base_url, exc)
+            return  # unknown this time; the previous reading goes stale
+        if load is None:
+            if endpoint.load_supported is None:
+                log.info("model endpoint %s exports no load (%s): routing on outstanding requests",
+                         endpoint.base_url, engine)
+            endpoint.load_supported = False
+            return
+        endpoint.load_supported = source
+        endpoint.load, endpoint.load_at, endpoint.load_outstanding = load, self._clock(), outstanding
+        self._notify()
+
+    async def _load_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.gather(*(self._read_load(e) for e in self._endpoints
+                                       if self._usable(e) and e.engine is not None
+                                       and e.load_supported is not False))
+            except Exception:  # never let the loop die
+                log.exception("model endpoint load read failed")
+            await asyncio.sleep(self.load_interval_s)
+
+    def _score(self, e: _Endpoint) -> float:
+        """How busy an endpoint is: the server's queue (all clients) plus what we sent since
+        it was read, when known and fresh; else our outstanding requests."""
+        if self.routing == "load" and e.load is not None and self._fresh_load(e):
+            since = e.outstanding - e.load_outstanding
+            return max(float(e.outstanding), e.load.queued + since) + (e.load.kv_usage or 0.0)
+        return float(e.outstanding)
+
     # ------------------------------------------------------------------ requests
 
-    def request_body(self, request: UpdateRequest) -> dict[str, object]:
-        """The chat-completions body: two messages, reference sampling, thinking asked for explicitly."""
-        return {"model": self.model, "messages": request.prompt.messages(), "n": 1, **self.sampling,
+    def request_body(self, request: UpdateRequest, engine: Engine = "openai") -> dict[str, object]:
+        """The chat-completions body: two messages, the reference sampling under ``engine``'s
+        field names, thinking asked for explicitly."""
+        return {"model": self.model, "messages": request.prompt.messages(), "n": 1,
+                **self.sampling.fields(engine),
                 "chat_template_kwargs": {"enable_thinking": True}}
 
     async def generate(self, request: UpdateRequest) -> ModelReply:
         await self.start()
-        body = self.request_body(request)
         deadline = asyncio.get_running_loop().time() + self.timeout_s
+        key = _prompt_key(request.prompt.messages())
+        affinity = request.user_id if self.affinity == "user" else None
         tried: set[str] = set()
         last_error: Exception | None = None
         attempts = self.max_retries + 1
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(self._backoff_s(attempt - 1))
+            await self._identify_new()
             try:
-                endpoint, trial = await self._acquire(tried, deadline)
+                endpoint, trial = await self._acquire(
+                    tried, deadline, sticky=self._served_by.get(key), affinity=affinity)
             except _NoUsableEndpoint as exc:
                 last_error = exc
                 log.warning("no usable model endpoint (%s), attempt %d/%d", exc, attempt + 1,
@@ -472,35 +744,56 @@ class OpenAICompatSummaryModel:
                 continue
             tried.add(endpoint.base_url)
             try:
-                return await self._call(endpoint, body, trial)
+                reply = await self._call(endpoint, self.request_body(
+                    request, self.engine_of(endpoint)), trial)
             except ModelUnavailableError as exc:
                 last_error = exc
+                if self._served_by.get(key) == endpoint.base_url:
+                    del self._served_by[key]
                 log.warning("model endpoint %s failed (%s), attempt %d/%d", endpoint.base_url, exc,
                             attempt + 1, attempts)
+                continue
+            self._remember(key, endpoint.base_url)
+            return reply
         raise ModelUnavailableError(f"all {attempts} attempts failed: {last_error}") from last_error
+
+    def _remember(self, key: str, url: str) -> None:
+        self._served_by[key] = url
+        self._served_by.move_to_end(key)
+        while len(self._served_by) > _STICKY_PROMPTS:
+            self._served_by.popitem(last=False)
 
     def _backoff_s(self, retry: int) -> float:
         """Exponential backoff with ("equal") jitter: in [d/2, d], d = base x 2^retry <= max."""
         delay = min(self.backoff_max_s, self.backoff_base_s * 2**retry)
         return delay / 2 + self._rng.uniform(0, delay / 2)
 
-    def _pick(self, tried: set[str]) -> _Endpoint | None:
+    def _pick(self, tried: set[str], sticky: str | None = None,
+              affinity: str | None = None) -> _Endpoint | None:
         free = [e for e in self._endpoints if self._can_take(e)]
         if not free:
             return None
         fresh = [e for e in free if e.base_url not in tried] or free
+        if sticky is not None and sticky not in tried:
+            for e in fresh:
+                if e.base_url == sticky:
+                    return e
+        if affinity is not None:
+            # the user's endpoint while it has room; a full one yields to the user's next
+            return max(fresh, key=lambda e: _rendezvous(affinity, e.base_url))
         self._rotation += 1
         n = len(self._endpoints)
         order = {id(e): i for i, e in enumerate(self._endpoints)}
-        return min(fresh, key=lambda e: (e.outstanding, (order[id(e)] - self._rotation) % n))
+        return min(fresh, key=lambda e: (self._score(e), (order[id(e)] - self._rotation) % n))
 
-    async def _acquire(self, tried: set[str], deadline: float) -> tuple[_Endpoint, bool]:
+    async def _acquire(self, tried: set[str], deadline: float, *, sticky: str | None = None,
+                       affinity: str | None = None) -> tuple[_Endpoint, bool]:
         """Reserve a slot on the best endpoint, waiting while every usable one is at its cap."""
         loop = asyncio.get_running_loop()
         while True:
             if self._closed:
                 raise ModelUnavailableError("the model client is closed")
-            endpoint = self._pick(tried)
+            endpoint = self._pick(tried, sticky, affinity)
             if endpoint is not None:
                 trial = endpoint.breaker.state is BreakerState.HALF_OPEN
                 endpoint.breaker.acquire()
@@ -531,7 +824,7 @@ class OpenAICompatSummaryModel:
         parts = []
         for e in self._endpoints:
             state = ("draining" if e.draining else "unhealthy" if not e.healthy
-                     else f"breaker {e.breaker.state.value}")
+                     else e.problem if e.problem else f"breaker {e.breaker.state.value}")
             parts.append(f"{e.base_url}: {state}")
         return "no usable model endpoint (" + ", ".join(parts) + ")"
 
@@ -617,41 +910,68 @@ class OpenAICompatSummaryModel:
 
     async def count_tokens(self, messages: Sequence[Mapping[str, str]]) -> int | None:
         """Prompt tokens of ``messages`` (chat template and generation prompt included), asked
-        to a server's ``POST /tokenize``; None when no usable endpoint supports it."""
+        to an endpoint that can count them: vLLM ``/tokenize`` (messages), llama.cpp
+        ``/apply-template`` then ``/tokenize`` (content).  None when none can (SGLang, others):
+        the caller falls back to the local Qwen3 tokenizer.  A refusal is remembered per
+        endpoint, so a server that cannot count is not asked again."""
         await self.start()
-        body = {"model": self.model, "messages": [dict(m) for m in messages],
-                "add_generation_prompt": True}
+        await self._identify_new()
         candidates = sorted(
             (e for e in self._endpoints if self._usable(e) and e.tokenize_supported is not False),
             key=lambda e: e.outstanding,
         )
-        timeout = min(self.timeout_s, 10.0)
         for endpoint in candidates[: self.max_retries + 1]:
-            try:
-                async with asyncio.timeout(timeout):
-                    resp = await self._client.post(
-                        f"{endpoint.root}/tokenize",
-                        json=body,
-                        headers=endpoint.headers,
-                        extensions=endpoint.extensions,
-                    )
-            except (TimeoutError, httpx.RequestError) as exc:
-                log.debug("tokenize on %s failed: %r", endpoint.base_url, exc)
-                continue
-            if resp.status_code in _NO_ROUTE:
-                if endpoint.tokenize_supported is None:
-                    log.info("model endpoint %s has no /tokenize (%d)", endpoint.base_url,
-                             resp.status_code)
-                endpoint.tokenize_supported = False
-                continue
-            if not resp.is_success:
-                log.debug("tokenize on %s answered %d", endpoint.base_url, resp.status_code)
-                continue
-            try:
-                count = resp.json()["count"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
-                endpoint.tokenize_supported = True
+            count = await self._tokenize_on(endpoint, messages)
+            if count is not None:
                 return count
         return None
+
+    def _no_tokenize(self, endpoint: _Endpoint, why: str) -> None:
+        if endpoint.tokenize_supported is not False:
+            log.info("model endpoint %s cannot count tokens (%s): using the local tokenizer",
+                     endpoint.base_url, why)
+        endpoint.tokenize_supported = False
+
+    async def _post(self, endpoint: _Endpoint, path: str, body: Mapping[str, Any]) -> httpx.Response:
+        timeout = min(self.timeout_s, 10.0)
+        async with asyncio.timeout(timeout):
+            return await self._client.post(f"{endpoint.root}{path}", json=dict(body),
+                                           headers=endpoint.headers,
+                                           extensions=endpoint.extensions, timeout=timeout)
+
+    async def _tokenize_on(self, endpoint: _Endpoint,
+                           messages: Sequence[Mapping[str, str]]) -> int | None:
+        engine = self.engine_of(endpoint)
+        if engine == "sglang":  # its /tokenize takes a prompt only, no chat template
+            self._no_tokenize(endpoint, "SGLang /tokenize takes no messages")
+            return None
+        chat = [dict(m) for m in messages]
+        try:
+            if engine == "llamacpp":
+                resp = await self._post(endpoint, "/apply-template", {"messages": chat})
+                if resp.status_code in _REFUSED:
+                    self._no_tokenize(endpoint, f"/apply-template answered {resp.status_code}")
+                    return None
+                prompt = resp.json().get("prompt") if resp.is_success else None
+                if not isinstance(prompt, str):
+                    return None
+                resp = await self._post(endpoint, "/tokenize", {
+                    "content": prompt, "add_special": True, "parse_special": True})
+            else:
+                resp = await self._post(endpoint, "/tokenize", {
+                    "model": self.model, "messages": chat, "add_generation_prompt": True,
+                    "chat_template_kwargs": {"enable_thinking": True}})
+            if resp.status_code in _REFUSED:
+                self._no_tokenize(endpoint, f"/tokenize answered {resp.status_code}")
+                return None
+            if not resp.is_success:  # 5xx, 429: maybe next time
+                return None
+            count = token_count(resp.json())
+        except (TimeoutError, httpx.HTTPError, ValueError, AttributeError) as exc:
+            log.debug("tokenize on %s failed: %r", endpoint.base_url, exc)
+            return None
+        if count is None:
+            self._no_tokenize(endpoint, "its /tokenize answer has no count")
+            return None
+        endpoint.tokenize_supported = True
+        return count

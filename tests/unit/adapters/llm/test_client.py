@@ -109,6 +109,9 @@ async def make_model():
         kw.setdefault("backoff_base_s", 0.0)
         kw.setdefault("backoff_max_s", 0.0)
         kw.setdefault("timeout_s", 5.0)
+        # engine identification and load reads have their own tests (test_engines.py)
+        kw.setdefault("dialect", "openai")
+        kw.setdefault("routing", "outstanding")
         model = OpenAICompatSummaryModel(list(urls), model=MODEL,
                                          transport=httpx.MockTransport(handler), **kw)
         models.append(model)
@@ -150,6 +153,8 @@ async def test_request_url_headers_and_exact_body(make_model):
         "temperature": 0.6,
         "top_p": 0.95,
         "top_k": 20,
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
         "max_tokens": 4096,
         "chat_template_kwargs": {"enable_thinking": True},
     }
@@ -178,15 +183,19 @@ async def test_from_settings_carries_model_key_sampling_and_pool_knobs():
     settings = ModelSettings(base_urls=[A, B], model="served/name", api_key="sk-from-settings",
                              timeout_s=42.0, max_retries=4, temperature=0.3, top_p=0.8, top_k=7,
                              max_tokens=123, max_concurrency_per_endpoint=3,
-                             breaker_failures=2, breaker_reset_s=4.0)
+                             breaker_failures=2, breaker_reset_s=4.0, min_p=0.1,
+                             repetition_penalty=1.2, dialect="llamacpp", routing="outstanding",
+                             affinity="user", load_interval_s=3.0, context_tokens=9000)
     model = OpenAICompatSummaryModel.from_settings(settings)
     try:
         req = update_request()
-        assert model.request_body(req) == {
+        assert model.request_body(req, model.engine_of(model._endpoints[0])) == {
             "model": "served/name", "messages": req.prompt.messages(), "n": 1,
-            "temperature": 0.3, "top_p": 0.8, "top_k": 7, "max_tokens": 123,
-            "chat_template_kwargs": {"enable_thinking": True},
+            "temperature": 0.3, "top_p": 0.8, "top_k": 7, "max_tokens": 123, "min_p": 0.1,
+            "repeat_penalty": 1.2, "chat_template_kwargs": {"enable_thinking": True},
         }
+        assert (model.dialect, model.routing, model.affinity, model.load_interval_s,
+                model.context_tokens) == ("llamacpp", "outstanding", "user", 3.0, 9000)
         assert (model.timeout_s, model.max_retries, model.max_concurrency_per_endpoint) == (
             42.0, 4, 3)
         assert model._client.headers["authorization"] == "Bearer sk-from-settings"
@@ -537,8 +546,8 @@ async def test_retry_prefers_an_untried_endpoint_over_a_less_busy_one(make_model
 async def test_ties_rotate_over_endpoints(make_model):
     rec = Recorder(ok)
     model = make_model(rec, urls=[A, B, C])
-    for _ in range(6):
-        await model.generate(update_request())
+    for i in range(6):  # distinct prompts: an identical one would stick to its endpoint
+        await model.generate(update_request(f"summary {i}"))
     urls = rec.chat_urls()
     assert sorted(urls[:3]) == [A, B, C] and sorted(urls[3:]) == [A, B, C]
     assert [e.requests for e in model.endpoints] == [2, 2, 2]
@@ -632,8 +641,8 @@ async def test_open_endpoint_is_skipped_while_others_serve(make_model):
     rec = Recorder(handler)
     model = make_model(rec, urls=[A, B], max_retries=1, breaker_failures=1,
                        breaker_reset_s=60.0, clock=FakeClock())
-    for _ in range(6):
-        assert (await model.generate(update_request())).text == REPLY_TEXT
+    for i in range(6):
+        assert (await model.generate(update_request(f"summary {i}"))).text == REPLY_TEXT
     assert rec.chat_urls().count(A) == 1
     assert status(model, A).breaker == "open" and status(model, B).breaker == "closed"
     assert model.capacity == model.max_concurrency_per_endpoint
@@ -726,6 +735,7 @@ async def test_count_tokens_posts_to_root_tokenize(make_model):
     assert str(sent.url) == "http://vllm-a:8000/tokenize"  # the server root, not /v1
     assert sent.headers["authorization"] == "Bearer sk-secret"
     assert json.loads(sent.content) == {"model": MODEL, "messages": MESSAGES,
+                                        "chat_template_kwargs": {"enable_thinking": True},
                                         "add_generation_prompt": True}
     # a count is not a model call
     [s] = model.endpoints
@@ -755,28 +765,46 @@ async def test_count_tokens_falls_over_to_an_endpoint_that_has_tokenize(make_mod
     assert [HOST[r.url.host] for r in rec.requests] == [A, B, B]
 
 
-BAD_COUNTS = {
+PASSING_FAILURES = {
     "server_error": lambda r: httpx.Response(500),
     "rate_limited": lambda r: httpx.Response(429),
     "timeout": read_timeout,
     "connect_error": connect_error,
     "non_json": lambda r: httpx.Response(200, text="nope"),
+}
+NO_COUNT = {
     "json_list": lambda r: httpx.Response(200, json=[3]),
-    "no_count": lambda r: httpx.Response(200, json={"tokens": [1, 2]}),
+    "empty_tokens": lambda r: httpx.Response(200, json={"tokens": []}),  # llama.cpp, messages
     "negative": lambda r: httpx.Response(200, json={"count": -1}),
     "bool": lambda r: httpx.Response(200, json={"count": True}),
     "string": lambda r: httpx.Response(200, json={"count": "12"}),
     "float": lambda r: httpx.Response(200, json={"count": 1.5}),
+    "bad_request": lambda r: httpx.Response(400, json={"error": "messages not supported"}),
+    "unprocessable": lambda r: httpx.Response(422),
 }
 
 
-@pytest.mark.parametrize("answer", BAD_COUNTS.values(), ids=BAD_COUNTS.keys())
-async def test_count_tokens_bad_answer_is_none_but_not_remembered(make_model, answer):
+@pytest.mark.parametrize("answer", PASSING_FAILURES.values(), ids=PASSING_FAILURES.keys())
+async def test_count_tokens_passing_failure_is_none_but_not_remembered(make_model, answer):
     rec = Recorder(tokenize_answer(answer))
     model = make_model(rec)
     assert await model.count_tokens(MESSAGES) is None
     assert await model.count_tokens(MESSAGES) is None
     assert len(rec.requests) == 2  # a passing failure: the route is asked again next time
+
+
+@pytest.mark.parametrize("answer", NO_COUNT.values(), ids=NO_COUNT.keys())
+async def test_count_tokens_answer_without_a_count_is_remembered(make_model, answer):
+    rec = Recorder(tokenize_answer(answer))
+    model = make_model(rec)
+    assert await model.count_tokens(MESSAGES) is None
+    assert await model.count_tokens(MESSAGES) is None
+    assert len(rec.requests) == 1  # this server cannot count: never asked again
+
+
+async def test_count_tokens_reads_a_token_list_without_count(make_model):
+    model = make_model(tokenize_answer(lambda r: httpx.Response(200, json={"tokens": [4, 5, 6]})))
+    assert await model.count_tokens(MESSAGES) == 3
 
 
 async def test_count_tokens_zero_is_a_valid_count(make_model):
