@@ -17,8 +17,10 @@ import pytest
 
 from streamer.devtools.standin import (
     DEFAULT_MODEL,
+    REPLY_SHAPES,
     FaultConfig,
     MalformedKind,
+    ReplyShape,
     StandinConfig,
     count_tokens,
     running_standin,
@@ -386,6 +388,332 @@ def test_cli_starts_announces_and_stops_on_sigterm() -> None:
             base_url = line.rsplit(" ", 1)[-1]
             models = httpx.get(f"{base_url}/v1/models", timeout=10).json()
             assert models["data"][0]["id"] == "cli/model"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
+# --------------------------------------------------------------------------- engine dialects
+
+
+def message_of(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    return response.json()["choices"][0]["message"]
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text -> {sample name with labels: value}; checks every sample has a TYPE."""
+    typed = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            base = name.split("{", 1)[0]
+            assert base in typed or base.removesuffix("_total") in typed, line
+            samples[name] = float(value)
+    return samples
+
+
+def assert_summary_is_the_baseline(text: str) -> None:
+    assert "</think>" not in text and "<think>" not in text
+    assert text.strip().startswith(BASELINE_HEADER)
+    assert "sci-fi" in text
+
+
+async def assert_not_served(client: httpx.AsyncClient, *paths: str) -> None:
+    for path in paths:
+        got = await (client.post(path, json={"messages": update_messages()})
+                     if path == "/apply-template" else client.get(path))
+        assert got.status_code == 404, path
+
+
+async def test_inline_shape_keeps_the_thinking_in_content_and_serves_vllm_metrics() -> None:
+    async with running_standin(StandinConfig(reply_shape="inline")) as url, client_for(url) as c:
+        message = message_of(await chat(c))
+        metrics = await c.get("/metrics")
+        await assert_not_served(c, "/apply-template", "/slots")
+    assert message["content"].startswith("<think>\n") and "</think>" in message["content"]
+    assert message["reasoning_content"] is None and "reasoning" not in message
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    samples = parse_metrics(metrics.text)
+    label = f'{{model_name="{DEFAULT_MODEL}"}}'
+    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
+                 "vllm:kv_cache_usage_perc", "vllm:prefix_cache_hits_total"):
+        assert samples[name + label] == 0.0, name
+    assert samples["vllm:prefix_cache_queries_total" + label] > 0  # the prompt tokens above
+
+
+async def test_vllm_reasoning_shape_puts_the_thinking_in_reasoning_only() -> None:
+    config = StandinConfig(reply_shape="vllm-reasoning", max_model_len=8192)
+    async with running_standin(config) as url, client_for(url) as client:
+        ok = await chat(client)
+        await client.post("/admin/faults", json={"malformed_rate": 1.0,
+                                                 "malformed_kind": "no_think_close"})
+        unclosed = message_of(await chat(client))
+        await client.post("/admin/faults", json={})
+        models = (await client.get("/v1/models")).json()
+        counted = (await client.post("/tokenize", json={"model": DEFAULT_MODEL,
+                                                        "messages": update_messages()})).json()
+        wrong = await chat(client, model="someone/else")
+        wrong_tokenize = await client.post("/tokenize", json={"model": "x", "prompt": "hi"})
+        metrics = parse_metrics((await client.get("/metrics")).text)
+        await assert_not_served(client, "/apply-template", "/slots")
+    message = message_of(ok)
+    assert "reasoning_content" not in message
+    assert "read 3 interaction triples" in message["reasoning"]
+    assert message["reasoning"].startswith("\n")  # vLLM keeps the text around the tags verbatim
+    assert message["content"].startswith("\n\n")
+    assert_summary_is_the_baseline(message["content"])
+    assert unclosed["content"] is None and BASELINE_HEADER in unclosed["reasoning"]
+    card = models["data"][0]
+    assert card["owned_by"] == "vllm" and card["max_model_len"] == 8192
+    assert set(counted) >= {"count", "max_model_len", "tokens"}
+    assert counted["count"] == ok.json()["usage"]["prompt_tokens"]
+    assert counted["max_model_len"] == 8192
+    assert wrong.status_code == 404 and wrong.json()["error"]["type"] == "NotFoundError"
+    assert wrong_tokenize.status_code == 404
+    assert f'vllm:num_requests_running{{model_name="{DEFAULT_MODEL}"}}' in metrics
+
+
+async def test_vllm_legacy_shape_puts_the_thinking_in_reasoning_content() -> None:
+    async with running_standin(StandinConfig(reply_shape="vllm-legacy")) as url, \
+            client_for(url) as client:
+        message = message_of(await chat(client))
+        card = (await client.get("/v1/models")).json()["data"][0]
+        wrong = await chat(client, model="someone/else")
+    assert "reasoning" not in message
+    assert "read 3 interaction triples" in message["reasoning_content"]
+    assert_summary_is_the_baseline(message["content"])
+    assert card["owned_by"] == "vllm" and card["max_model_len"] == 16384
+    assert wrong.status_code == 404
+
+
+async def test_explicit_reasoning_parser_overrides_the_shape_field() -> None:
+    config = StandinConfig(reply_shape="vllm-legacy", reasoning_parser="both")
+    async with running_standin(config) as url, client_for(url) as client:
+        message = message_of(await chat(client))
+    assert message["reasoning"] == message["reasoning_content"]
+    assert "read 3 interaction triples" in message["reasoning"]
+    assert_summary_is_the_baseline(message["content"])
+
+
+async def test_sglang_shape() -> None:
+    async with running_standin(StandinConfig(reply_shape="sglang")) as url, \
+            client_for(url) as client:
+        split = await chat(client)
+        inline = message_of(await chat(client, separate_reasoning=False))
+        models = (await client.get("/v1/models")).json()
+        by_prompt = await client.post("/tokenize", json={"prompt": "Hello world"})
+        by_messages = await client.post("/tokenize", json={"messages": update_messages()})
+        wrong = await chat(client, model="someone/else")
+        health = await client.get("/health")
+        metrics = parse_metrics((await client.get("/metrics")).text)
+        await assert_not_served(client, "/apply-template", "/slots")
+    message = message_of(split)
+    assert "read 3 interaction triples" in message["reasoning_content"]
+    assert "reasoning" not in message
+    assert_summary_is_the_baseline(message["content"])
+    assert inline["content"].startswith("<think>\n") and "</think>" in inline["content"]
+    assert inline["reasoning_content"] is None
+    card = models["data"][0]
+    assert card["owned_by"] == "sglang" and card["root"] == DEFAULT_MODEL
+    assert card["max_model_len"] == 16384
+    assert by_prompt.status_code == 200
+    assert by_prompt.json() == {"tokens": by_prompt.json()["tokens"], "count": 2,
+                                "max_model_len": 16384}
+    assert len(by_prompt.json()["tokens"]) == count_tokens("Hello world")
+    assert by_messages.status_code == 400
+    error = by_messages.json()["error"]
+    assert error["code"] == 400 and error["param"] == "messages" and error["message"]
+    assert wrong.status_code == 404
+    assert health.status_code == 200
+    label = f'{{model_name="{DEFAULT_MODEL}"}}'
+    for name in ("sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage"):
+        assert metrics[name + label] == 0.0, name
+    assert not any(name.startswith("vllm:") for name in metrics)
+
+
+async def test_llamacpp_shape() -> None:
+    config = StandinConfig(reply_shape="llamacpp", max_model_len=4096, max_concurrency=2)
+    async with running_standin(config) as url, client_for(url) as client:
+        health = await client.get("/health")
+        models = (await client.get("/v1/models")).json()
+        split = await chat(client, max_tokens=1024)
+        inline = message_of(await chat(client, max_tokens=1024, reasoning_format="none"))
+        legacy = message_of(await chat(client, max_tokens=1024,
+                                       reasoning_format="deepseek-legacy"))
+        any_name = await chat(client, max_tokens=1024, model="whatever-the-client-thinks")
+        template = await client.post("/apply-template", json={"messages": update_messages()})
+        tokens = await client.post("/tokenize", json={"content": template.json()["prompt"]})
+        hello = (await client.post("/tokenize", json={"content": "Hello world"})).json()
+        pieces = (await client.post("/tokenize", json={"content": "Hello world",
+                                                       "with_pieces": True})).json()
+        vllm_style = await client.post("/tokenize", json={"messages": update_messages()})
+        slots = (await client.get("/slots")).json()
+        metrics = parse_metrics((await client.get("/metrics")).text)
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+    assert models["object"] == "list" and models["models"][0]["name"] == DEFAULT_MODEL
+    card = models["data"][0]
+    assert card["id"] == DEFAULT_MODEL and card["aliases"] == [DEFAULT_MODEL]
+    assert card["object"] == "model" and card["owned_by"] == "llamacpp"
+    assert isinstance(card["created"], int)
+    assert card["meta"]["n_ctx"] == 4096
+    assert card["meta"]["n_ctx_train"] >= 4096 and card["meta"]["n_vocab"] > 151643
+    assert "max_model_len" not in card
+
+    body = split.json()
+    message = message_of(split)
+    assert "read 3 interaction triples" in message["reasoning_content"]
+    assert not message["reasoning_content"].startswith("\n")  # llama.cpp strips it
+    assert_summary_is_the_baseline(message["content"])
+    assert body["system_fingerprint"].startswith("b")
+    timings = body["timings"]
+    assert timings["prompt_n"] == body["usage"]["prompt_tokens"]
+    assert timings["predicted_n"] == body["usage"]["completion_tokens"]
+    assert {"prompt_ms", "predicted_ms", "predicted_per_second"} <= set(timings)
+    assert inline["content"].startswith("<think>\n") and "reasoning_content" not in inline
+    assert "</think>" in legacy["content"] and legacy["reasoning_content"]
+    assert any_name.status_code == 200
+
+    assert template.status_code == 200
+    prompt = template.json()["prompt"]
+    assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+    assert tokens.status_code == 200 and list(tokens.json()) == ["tokens"]
+    assert len(tokens.json()["tokens"]) == body["usage"]["prompt_tokens"]
+    assert hello == {"tokens": hello["tokens"]} and len(hello["tokens"]) == 2
+    assert [p["id"] for p in pieces["tokens"]] == hello["tokens"]
+    assert vllm_style.status_code == 200 and vllm_style.json() == {"tokens": []}
+
+    assert [s["id"] for s in slots] == [0, 1]
+    assert all(s["n_ctx"] == 4096 and s["is_processing"] is False for s in slots)
+    assert metrics["llamacpp:requests_processing"] == 0
+    assert metrics["llamacpp:requests_deferred"] == 0
+
+
+@pytest.mark.parametrize("shape", REPLY_SHAPES)
+async def test_reject_fields_answers_400_naming_the_field(shape: ReplyShape) -> None:
+    config = StandinConfig(reply_shape=shape, reject_fields=["min_p", "repetition_penalty"])
+    async with running_standin(config) as url, client_for(url) as client:
+        rejected = await chat(client, min_p=0.05)
+        other = await chat(client, repetition_penalty=1.05, top_k=20)
+        accepted = await chat(client, presence_penalty=0.5)
+        last = (await client.get("/admin/last")).json()
+    assert rejected.status_code == 400
+    error = rejected.json()["error"]
+    assert error["message"] == "Unrecognized request argument supplied: min_p"
+    assert error["param"] == "min_p" and error["code"] == 400
+    assert other.status_code == 400 and other.json()["error"]["param"] == "repetition_penalty"
+    assert accepted.status_code == 200
+    assert last["request"] == chat_body(presence_penalty=0.5)  # the full body, sampling included
+    assert last["request"]["top_k"] == 20 and last["request"]["temperature"] == 0.6
+
+
+@pytest.mark.parametrize(
+    ("shape", "field"),
+    [("inline", None), ("vllm-reasoning", "reasoning"), ("vllm-legacy", "reasoning_content"),
+     ("sglang", "reasoning_content"), ("llamacpp", "reasoning_content")],
+)
+async def test_enable_thinking_false_gives_an_empty_think_block(
+    shape: ReplyShape, field: str | None
+) -> None:
+    off = {"chat_template_kwargs": {"enable_thinking": False}}
+    async with running_standin(StandinConfig(reply_shape=shape)) as url, \
+            client_for(url) as client:
+        thinking = await chat(client)
+        quiet = await chat(client, **off)
+    message = message_of(quiet)
+    if field is None:
+        assert message["content"].startswith("<think>\n\n</think>\n\n")
+        assert_summary_is_the_baseline(message["content"].split("</think>", 1)[1])
+    else:
+        if shape == "llamacpp":  # llama.cpp leaves an empty reasoning_content out
+            assert field not in message
+        else:
+            assert message[field] == ""
+        assert_summary_is_the_baseline(message["content"])
+    # the template prefills the empty block, so the prompt is a few tokens longer
+    assert quiet.json()["usage"]["prompt_tokens"] > thinking.json()["usage"]["prompt_tokens"]
+
+
+async def test_tokenize_honours_enable_thinking_like_the_chat_usage() -> None:
+    off = {"chat_template_kwargs": {"enable_thinking": False}}
+    async with running_standin(StandinConfig()) as url, client_for(url) as client:
+        usage = (await chat(client, **off)).json()["usage"]
+        counted = (await client.post("/tokenize",
+                                     json={"messages": update_messages(), **off})).json()
+    assert counted["count"] == usage["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("shape", "running", "waiting", "usage"),
+    [
+        ("inline", "vllm:num_requests_running", "vllm:num_requests_waiting",
+         "vllm:kv_cache_usage_perc"),
+        ("vllm-reasoning", "vllm:num_requests_running", "vllm:num_requests_waiting",
+         "vllm:kv_cache_usage_perc"),
+        ("sglang", "sglang:num_running_reqs", "sglang:num_queue_reqs", "sglang:token_usage"),
+        ("llamacpp", "llamacpp:requests_processing", "llamacpp:requests_deferred", None),
+    ],
+)
+async def test_metrics_follow_the_concurrency_limiter(
+    shape: ReplyShape, running: str, waiting: str, usage: str | None
+) -> None:
+    """Two requests on one slot: one generating, one queued, then neither once both clients
+    give up (polled until the state is reached; nothing depends on timing)."""
+    label = "" if shape == "llamacpp" else f'{{model_name="{DEFAULT_MODEL}"}}'
+    config = StandinConfig(reply_shape=shape, max_concurrency=1, ttft_ms=60_000)
+
+    async def gauges(client: httpx.AsyncClient) -> tuple[float, float]:
+        samples = parse_metrics((await client.get("/metrics")).text)
+        return samples[running + label], samples[waiting + label]
+
+    async def until(client: httpx.AsyncClient, expected: tuple[float, float]) -> None:
+        for _ in range(400):
+            if await gauges(client) == expected:
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError(f"gauges never reached {expected}: {await gauges(client)}")
+
+    async with running_standin(config) as url, client_for(url) as probe:
+        async with client_for(url, timeout_s=120) as busy:
+            calls = [asyncio.create_task(chat(busy)) for _ in range(2)]
+            await until(probe, (1.0, 1.0))
+            samples = parse_metrics((await probe.get("/metrics")).text)
+            slots = (await probe.get("/slots")).json() if shape == "llamacpp" else None
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
+        await until(probe, (0.0, 0.0))
+    if usage is not None:
+        assert samples[usage + label] == 1.0
+    if slots is not None:
+        assert slots == [{"id": 0, "id_task": -1, "n_ctx": 16384, "speculative": False,
+                          "is_processing": True}]
+
+
+def test_cli_reply_shape_and_reject_fields() -> None:
+    argv = [sys.executable, "-m", "streamer.devtools.standin", "--host", "127.0.0.1", "--port", "0",
+            "--reply-shape", "llamacpp", "--reject-fields", "min_p, repetition_penalty"]
+    with subprocess.Popen(
+        argv,
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            base_url = proc.stdout.readline().strip().rsplit(" ", 1)[-1]
+            assert httpx.get(f"{base_url}/health", timeout=10).json() == {"status": "ok"}
+            rejected = httpx.post(f"{base_url}/v1/chat/completions", timeout=10,
+                                  json=chat_body(repetition_penalty=1.1))
+            assert rejected.status_code == 400
+            assert rejected.json()["error"]["param"] == "repetition_penalty"
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=15) == 0
         finally:

@@ -6,9 +6,11 @@ It answers with the deterministic *baseline* summarizer, never with the real mod
 
 from .server import (
     DEFAULT_MODEL,
+    REPLY_SHAPES,
     STANDIN_KEY,
     FaultConfig,
     MalformedKind,
+    ReplyShape,
     Standin,
     StandinConfig,
     build_app,
@@ -22,9 +24,11 @@ from .server import (
 
 __all__ = [
     "DEFAULT_MODEL",
+    "REPLY_SHAPES",
     "STANDIN_KEY",
     "FaultConfig",
     "MalformedKind",
+    "ReplyShape",
     "Standin",
     "StandinConfig",
     "build_app",

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from .server import (
     DEFAULT_MAX_MODEL_LEN,
     DEFAULT_MODEL,
+    REPLY_SHAPES,
     FaultConfig,
     StandinConfig,
     running_standin,
@@ -57,9 +58,25 @@ def build_parser() -> argparse.ArgumentParser:
     add("--reasoning-parser", default="none",
         choices=("none", "reasoning_content", "reasoning", "both"),
         help="where a reply's thinking goes: inline (none) or a separate field, as vLLM/llama.cpp "
-             "do with a reasoning parser (default: %(default)s)")
+             "do with a reasoning parser; with a --reply-shape other than inline, a value "
+             "other than none overrides the shape's field (default: %(default)s)")
+    add("--reply-shape", default="inline", choices=REPLY_SHAPES,
+        help="which engine's dialect to speak: inline (vLLM, no reasoning parser: thinking "
+             "inline in content), vllm-reasoning (vLLM >= 0.16 with a reasoning parser: "
+             "message.reasoning), vllm-legacy (vLLM <= 0.11.0: message.reasoning_content), "
+             "sglang (reasoning_content; separate_reasoning=false keeps it inline), llamacpp "
+             "(llama.cpp server: reasoning_content, reasoning_format=none keeps it inline, "
+             "/apply-template, /slots, timings) (default: %(default)s)")
+    add("--reject-fields", type=_field_list, default=[], metavar="FIELD[,FIELD...]",
+        help="top-level chat request keys answered with a 400 naming the field, as a server "
+             "that does not know them (e.g. min_p,repetition_penalty)")
     add("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return parser
+
+
+def _field_list(text: str) -> list[str]:
+    """``"min_p, repetition_penalty"`` -> ``["min_p", "repetition_penalty"]``."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def config_from_args(args: argparse.Namespace) -> StandinConfig:
@@ -84,6 +101,8 @@ def config_from_args(args: argparse.Namespace) -> StandinConfig:
         seed=args.seed,
         faults=faults,
         reasoning_parser=args.reasoning_parser,
+        reply_shape=args.reply_shape,
+        reject_fields=args.reject_fields,
     )
 
 

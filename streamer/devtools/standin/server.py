@@ -3,8 +3,14 @@
 It speaks the subset of vLLM's OpenAI-compatible protocol that prefstream uses:
 
 - ``GET /v1/models``, ``POST /v1/chat/completions`` (non-streaming), ``POST /tokenize``,
-  ``GET /health``;
-- ``GET|POST /admin/faults``, ``GET /admin/stats``, ``POST /admin/reset`` to steer and observe it.
+  ``GET /health``, ``GET /metrics``;
+- ``GET|POST /admin/faults``, ``GET /admin/stats``, ``POST /admin/reset``, ``GET /admin/last``
+  to steer and observe it.
+
+``StandinConfig.reply_shape`` switches the dialect to another real engine's (vLLM with a
+reasoning parser, old or new; SGLang; llama.cpp's server): where the thinking goes, the
+``/v1/models`` card, the ``/tokenize`` request and response, the ``/metrics`` names, and the
+llama.cpp-only routes (``POST /apply-template``, ``GET /slots``). See :data:`ReplyShape`.
 
 The reply to an AlignXplore+ update prompt is ``<think>\\n{reasoning}\\n</think>\\n\\n{summary}``
 where the summary comes from :class:`~streamer.domain.baseline.BaselineSummarizer` (a term
@@ -30,7 +36,7 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,12 +45,14 @@ from streamer.domain.baseline import NEUTRAL_SUMMARY, BaselineSummarizer, parse_
 
 __all__ = [
     "DEFAULT_MODEL",
+    "REPLY_SHAPES",
     "STANDIN_KEY",
     "FaultConfig",
     "FifoLimiter",
     "MalformedKind",
     "ParsedPrompt",
     "PromptTriple",
+    "ReplyShape",
     "Standin",
     "StandinConfig",
     "build_app",
@@ -62,6 +70,48 @@ DEFAULT_MODEL = "VanillaH1/AlignXplore-Plus"
 DEFAULT_MAX_MODEL_LEN = 16384
 
 MalformedKind = Literal["no_think_close", "double_think_close", "empty_summary", "truncated"]
+ReplyShape = Literal["inline", "vllm-reasoning", "vllm-legacy", "sglang", "llamacpp"]
+"""Which real engine's dialect the stand-in speaks (routes, bodies, where the thinking goes).
+
+============== =============================================================================
+shape          emulates
+============== =============================================================================
+inline         vLLM without a reasoning parser: ``<think>...</think>`` inline in ``content``
+               (``reasoning_parser`` still moves it, as before); vLLM ``/v1/models``,
+               ``/tokenize`` and ``/metrics``.
+vllm-reasoning vLLM >= 0.16 with ``--reasoning-parser qwen3``: ``message.reasoning`` only;
+               ``content`` is what follows ``</think>`` verbatim (``null`` when empty or when
+               the think was never closed). Same routes as ``inline``.
+vllm-legacy    vLLM <= 0.11.0 with a reasoning parser: as ``vllm-reasoning`` but the field is
+               ``message.reasoning_content``.
+sglang         SGLang ``--reasoning-parser qwen3``: ``message.reasoning_content``; a request's
+               ``"separate_reasoning": false`` keeps the thinking inline. ``/v1/models`` card
+               owned by ``sglang``; ``/tokenize`` takes ``{"prompt": str}`` only (``messages``
+               is a 400); ``/metrics`` has ``sglang:num_running_reqs``, ``sglang:num_queue_reqs``,
+               ``sglang:token_usage``.
+llamacpp       llama.cpp's server, ``--reasoning-format deepseek``: ``message.reasoning_content``
+               (stripped; absent when empty); a request's ``"reasoning_format": "none"`` keeps the
+               thinking inline, ``"deepseek-legacy"`` fills both. ``/health`` is
+               ``{"status": "ok"}``; ``/v1/models`` has ``models`` + ``data[].meta.n_ctx`` and no
+               ``max_model_len``; ``/tokenize`` takes ``{"content": str}`` and answers
+               ``{"tokens": [...]}`` (no content: ``{"tokens": []}``); ``POST /apply-template``;
+               ``GET /slots``; ``/metrics`` has ``llamacpp:requests_processing`` and
+               ``llamacpp:requests_deferred``; replies carry ``timings`` and
+               ``system_fingerprint``; the request's ``model`` is not checked.
+============== =============================================================================
+
+In every shape: ``/metrics`` reads the real limiter (running = holding a concurrency slot,
+waiting = queued; KV/token usage = running / ``max_concurrency``, 0 when unlimited); errors
+(``reject_fields``, context length, wrong model, bad bodies) use the OpenAI envelope
+``{"error": {"message", "type", "param", "code"}}``; routes a shape does not serve are 404.
+``chat_template_kwargs.enable_thinking: false`` adds the template's empty think block to the
+prompt (and its tokens to ``usage``) and the reply carries an empty thinking: inline
+``<think>\\n\\n</think>\\n\\n{summary}``, or an empty reasoning field (llama.cpp leaves it out).
+A real engine would not repeat the prefilled block in its output; the stand-in keeps it so
+that the inline reply stays recognisable.
+"""
+REPLY_SHAPES: tuple[ReplyShape, ...] = get_args(ReplyShape)
+
 ReasoningParser = Literal["none", "reasoning_content", "reasoning", "both"]
 """Where a reply's thinking goes, as real servers do it: ``none`` inline in ``content`` (vLLM
 without a reasoning parser); ``reasoning_content`` (vLLM <= 0.11.0 and llama.cpp's server with
@@ -105,7 +155,18 @@ class FaultConfig(BaseModel):
 
 
 class StandinConfig(BaseModel):
-    """Start-up configuration of the stand-in (immutable; faults can change at run time)."""
+    """Start-up configuration of the stand-in (immutable; faults can change at run time).
+
+    Where a reply's thinking goes is decided per request, first match wins:
+
+    1. the request's own switch, where the emulated engine has one: SGLang
+       ``"separate_reasoning": false`` and llama.cpp ``"reasoning_format": "none"`` keep it
+       inline (llama.cpp ``"deepseek-legacy"``: inline *and* in ``reasoning_content``);
+    2. an explicit ``reasoning_parser`` other than ``none`` (the field(s) it names, in any shape);
+    3. the ``reply_shape``'s own field (``inline``: none, the thinking stays in ``content``).
+
+    The shape alone decides the rest of the dialect (message keys, whitespace, routes).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -128,7 +189,13 @@ class StandinConfig(BaseModel):
     faults: FaultConfig = Field(default_factory=FaultConfig)
     """Initial fault configuration."""
     reasoning_parser: ReasoningParser = "none"
-    """Where the thinking of a reply goes (see :data:`ReasoningParser`)."""
+    """Where the thinking of a reply goes (see :data:`ReasoningParser`); with a ``reply_shape``
+    other than ``inline``, ``none`` means "the shape's own field" (see the class docstring)."""
+    reply_shape: ReplyShape = "inline"
+    """Which engine's dialect to speak (see :data:`ReplyShape`)."""
+    reject_fields: list[str] = Field(default_factory=list)
+    """Top-level chat request keys answered with a 400 naming the field, as a server that does
+    not know a sampling field does (e.g. ``["min_p", "repetition_penalty"]``)."""
 
 
 # --------------------------------------------------------------------------- tokens
@@ -186,17 +253,30 @@ def token_ids(pieces: list[str]) -> list[int]:
     return [_SPECIAL_IDS.get(p, zlib.crc32(p.encode("utf-8")) % _VOCAB) for p in pieces]
 
 
-def render_chat(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-    """Render messages as the Qwen3 chat template does (thinking mode, nothing prefilled)."""
+_EMPTY_THINK = "<think>\n\n</think>\n\n"
+
+
+def render_chat(
+    messages: list[dict[str, str]], add_generation_prompt: bool = True, *,
+    enable_thinking: bool = True,
+) -> str:
+    """Render messages as the Qwen3 chat template does (nothing prefilled in thinking mode;
+    ``enable_thinking=False`` prefills the empty ``<think>\\n\\n</think>\\n\\n`` block)."""
     parts = [f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages]
     if add_generation_prompt:
         parts.append("<|im_start|>assistant\n")
+        if not enable_thinking:
+            parts.append(_EMPTY_THINK)
     return "".join(parts)
 
 
-def count_chat_tokens(messages: list[dict[str, str]], add_generation_prompt: bool = True) -> int:
+def count_chat_tokens(
+    messages: list[dict[str, str]], add_generation_prompt: bool = True, *,
+    enable_thinking: bool = True,
+) -> int:
     """Approximate prompt tokens of a chat request (template wrapper included)."""
-    return count_tokens(render_chat(messages, add_generation_prompt))
+    return count_tokens(render_chat(messages, add_generation_prompt,
+                                    enable_thinking=enable_thinking))
 
 
 def _truncate_to_tokens(text: str, max_tokens: int) -> str:
@@ -362,6 +442,11 @@ class FifoLimiter:
         """Requests queued for a slot."""
         return len(self._waiters)
 
+    @property
+    def active(self) -> int:
+        """Requests holding a slot (generating)."""
+        return self._active
+
     def must_wait(self) -> bool:
         """Whether an arriving request would have to queue."""
         return self._limit is not None and (self._active >= self._limit or bool(self._waiters))
@@ -426,6 +511,35 @@ _FaultDecision = tuple[Literal["error"], int] | tuple[Literal["hang"], float] | 
 _DROPPED_STATUS = 499  # internal marker: the connection was aborted without an answer
 
 
+@dataclass(frozen=True, slots=True)
+class _Placement:
+    """Where one reply's thinking goes: the message field(s) (``()`` = inline in ``content``);
+    ``keep_inline``: ``content`` keeps the tagged thinking too (llama.cpp deepseek-legacy)."""
+
+    fields: tuple[str, ...]
+    keep_inline: bool = False
+
+
+_PARSER_FIELDS: dict[ReasoningParser, tuple[str, ...]] = {
+    "none": (),
+    "reasoning_content": ("reasoning_content",),
+    "reasoning": ("reasoning",),
+    "both": ("reasoning", "reasoning_content"),
+}
+_SHAPE_FIELDS: dict[ReplyShape, tuple[str, ...]] = {
+    "inline": (),
+    "vllm-reasoning": ("reasoning",),
+    "vllm-legacy": ("reasoning_content",),
+    "sglang": ("reasoning_content",),
+    "llamacpp": ("reasoning_content",),
+}
+_LLAMACPP_REASONING_FORMATS = ("none", "auto", "deepseek", "deepseek-legacy")
+_LLAMACPP_FINGERPRINT = "b0-standin"  # real servers: "b<build>-<commit>"
+_LLAMA_VOCAB_TYPE_BPE = 2
+_QWEN3_N_VOCAB = 151936
+_QWEN3_N_CTX_TRAIN = 40960
+
+
 class Standin:
     """All mutable state of one stand-in server; the request handlers are its methods."""
 
@@ -458,11 +572,21 @@ class Standin:
 
     def latency_s(self, completion_tokens: int) -> float:
         """Simulated generation time: TTFT + per-token cost (+ seeded jitter)."""
+        prompt_ms, predicted_ms = self.latency_parts_ms(completion_tokens)
+        return (prompt_ms + predicted_ms) / 1000.0
+
+    def latency_parts_ms(self, completion_tokens: int) -> tuple[float, float]:
+        """(prompt phase, generation phase) of the simulated latency, in ms, never negative in
+        total: TTFT + extra latency + jitter, then the per-token cost (one jitter draw)."""
         cfg = self.config
-        ms = cfg.ttft_ms + cfg.per_token_ms * completion_tokens + self.faults.extra_latency_ms
+        prompt_ms = cfg.ttft_ms + self.faults.extra_latency_ms
         if cfg.jitter_ms:
-            ms += self._jitter_rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)
-        return max(0.0, ms) / 1000.0
+            prompt_ms += self._jitter_rng.uniform(-cfg.jitter_ms, cfg.jitter_ms)
+        predicted_ms = cfg.per_token_ms * completion_tokens
+        if prompt_ms < 0.0:
+            predicted_ms = max(0.0, predicted_ms + prompt_ms)
+            prompt_ms = 0.0
+        return prompt_ms, predicted_ms
 
     # ---- middleware
 
@@ -497,34 +621,115 @@ class Standin:
                 self.stats.by_status[str(response.status)] += 1
         return response
 
-    # ---- OpenAI / vLLM endpoints
+    # ---- OpenAI / engine endpoints
+
+    @property
+    def shape(self) -> ReplyShape:
+        """The dialect spoken (``config.reply_shape``)."""
+        return self.config.reply_shape
 
     async def health(self, request: web.Request) -> web.Response:
-        """``GET /health``: 200 with an empty body, as vLLM."""
+        """``GET /health``: 200 with an empty body (vLLM, SGLang); ``{"status": "ok"}`` for
+        llama.cpp."""
+        if self.shape == "llamacpp":
+            return web.json_response({"status": "ok"})
         return web.Response(status=200)
 
     async def models(self, request: web.Request) -> web.Response:
-        """``GET /v1/models``: the single served model."""
+        """``GET /v1/models``: the single served model, as the emulated engine lists it."""
         model = self.config.model
-        card = {
-            "id": model,
-            "object": "model",
-            "created": self.started_at,
-            "owned_by": "vllm",
-            "root": model,
-            "parent": None,
-            "max_model_len": self.config.max_model_len,
-            "permission": [],
-        }
+        if self.shape == "llamacpp":
+            return web.json_response(self._llamacpp_models())
+        if self.shape == "sglang":
+            card: dict[str, Any] = {
+                "id": model,
+                "object": "model",
+                "created": self.started_at,
+                "owned_by": "sglang",
+                "root": model,
+                "parent": None,
+                "max_model_len": self.config.max_model_len,
+            }
+        else:
+            card = {
+                "id": model,
+                "object": "model",
+                "created": self.started_at,
+                "owned_by": "vllm",
+                "root": model,
+                "parent": None,
+                "max_model_len": self.config.max_model_len,
+                "permission": [],
+            }
         return web.json_response({"object": "list", "data": [card]})
 
+    def _llamacpp_models(self) -> dict[str, Any]:
+        model = self.config.model
+        return {
+            "models": [
+                {
+                    "name": model,
+                    "model": model,
+                    "modified_at": "",
+                    "size": "",
+                    "digest": "",
+                    "type": "model",
+                    "description": "",
+                    "tags": [""],
+                    "capabilities": ["completion"],
+                    "parameters": "",
+                    "details": {"parent_model": "", "format": "gguf", "family": "",
+                                "families": [""], "parameter_size": "",
+                                "quantization_level": ""},
+                }
+            ],
+            "object": "list",
+            "data": [
+                {
+                    "id": model,
+                    "aliases": [model],
+                    "tags": [],
+                    "object": "model",
+                    "owned_by": "llamacpp",
+                    "created": self.started_at,
+                    "meta": {
+                        "vocab_type": _LLAMA_VOCAB_TYPE_BPE,
+                        "n_vocab": _QWEN3_N_VOCAB,
+                        "n_ctx": self.config.max_model_len,
+                        "n_ctx_train": max(_QWEN3_N_CTX_TRAIN, self.config.max_model_len),
+                    },
+                }
+            ],
+        }
+
     async def tokenize(self, request: web.Request) -> web.Response:
-        """``POST /tokenize``: vLLM's shape, with approximate Qwen3 tokens."""
+        """``POST /tokenize`` in the emulated engine's shape, with approximate Qwen3 tokens.
+
+        vLLM (``inline``, ``vllm-*``): ``prompt`` or ``messages`` -> ``{"count",
+        "max_model_len", "tokens"}``. SGLang: ``prompt`` only -> ``{"tokens", "count",
+        "max_model_len"}``, ``messages`` is a 400. llama.cpp: ``content`` -> ``{"tokens"}``, a
+        body without ``content`` -> ``{"tokens": []}`` (the real server's answer).
+        """
         body = await _read_json(request)
+        if self.shape == "llamacpp":
+            return web.json_response(_llamacpp_tokenize(body))
         self._check_model(body.get("model"))
+        if self.shape == "sglang":
+            if "messages" in body:
+                raise _RequestError(
+                    400, "/tokenize accepts 'prompt' only; 'messages' is not supported.",
+                    "BadRequestError", "messages",
+                )
+            if not isinstance(body.get("prompt"), str):
+                raise _RequestError(400, "'prompt' (a string) is required.", "BadRequestError",
+                                    "prompt")
+            pieces = tokenize(body["prompt"])
+            return web.json_response({"tokens": token_ids(pieces), "count": len(pieces),
+                                      "max_model_len": self.config.max_model_len})
         if "messages" in body:
             messages = _validate_messages(body["messages"])
-            text = render_chat(messages, bool(body.get("add_generation_prompt", True)))
+            text = render_chat(messages, bool(body.get("add_generation_prompt", True)),
+                               enable_thinking=_thinking_enabled(body))
         elif isinstance(body.get("prompt"), str):
             text = body["prompt"]
         else:
@@ -541,16 +746,85 @@ class Standin:
             }
         )
 
+    async def apply_template(self, request: web.Request) -> web.Response:
+        """``POST /apply-template`` (llama.cpp): ``{"messages"}`` -> ``{"prompt"}``, the chat
+        rendered with the generation prompt (``chat_template_kwargs.enable_thinking`` honoured)."""
+        body = await _read_json(request)
+        messages = _validate_messages(body.get("messages"))
+        return web.json_response(
+            {"prompt": render_chat(messages, True, enable_thinking=_thinking_enabled(body))}
+        )
+
+    async def slots(self, request: web.Request) -> web.Response:
+        """``GET /slots`` (llama.cpp): one slot per ``max_concurrency`` (one slot when unlimited,
+        llama.cpp's ``-np 1``); the first ``min(generating, slots)`` slots are processing."""
+        n_slots = self.config.max_concurrency or 1
+        busy = min(self.limiter.active, n_slots)
+        return web.json_response([
+            {"id": i, "id_task": -1, "n_ctx": self.config.max_model_len,
+             "speculative": False, "is_processing": i < busy}
+            for i in range(n_slots)
+        ])
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        """``GET /metrics``: Prometheus text with the emulated engine's load gauges, read from the
+        real limiter (generating = holding a concurrency slot, waiting = queued for one)."""
+        running, waiting = self.limiter.active, self.limiter.waiting
+        limit = self.config.max_concurrency
+        usage = running / limit if limit else 0.0
+        if self.shape == "llamacpp":
+            text = _prometheus([
+                ("llamacpp:prompt_tokens_total", "counter", "Number of prompt tokens processed.",
+                 self.stats.prompt_tokens),
+                ("llamacpp:tokens_predicted_total", "counter",
+                 "Number of generation tokens processed.", self.stats.completion_tokens),
+                ("llamacpp:requests_processing", "gauge", "Number of requests processing.",
+                 running),
+                ("llamacpp:requests_deferred", "gauge", "Number of requests deferred.", waiting),
+            ], labels="")
+        elif self.shape == "sglang":
+            text = _prometheus([
+                ("sglang:num_running_reqs", "gauge", "The number of running requests.",
+                 float(running)),
+                ("sglang:num_queue_reqs", "gauge", "The number of requests in the waiting queue.",
+                 float(waiting)),
+                ("sglang:token_usage", "gauge", "The token usage.", float(usage)),
+                ("sglang:cache_hit_rate", "gauge", "The prefix cache hit rate.", 0.0),
+            ], labels=_model_label(self.config.model))
+        else:
+            text = _prometheus([
+                ("vllm:num_requests_running", "gauge",
+                 "Number of requests in model execution batches.", float(running)),
+                ("vllm:num_requests_waiting", "gauge", "Number of requests waiting to be processed.",
+                 float(waiting)),
+                ("vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
+                 float(usage)),
+                ("vllm:prefix_cache_queries", "counter",
+                 "Prefix cache queries, in terms of number of queried tokens.",
+                 float(self.stats.prompt_tokens)),
+                ("vllm:prefix_cache_hits", "counter",
+                 "Prefix cache hits, in terms of number of cached tokens.", 0.0),
+                ("vllm:prompt_tokens", "counter", "Number of prefill tokens processed.",
+                 float(self.stats.prompt_tokens)),
+                ("vllm:generation_tokens", "counter", "Number of generation tokens processed.",
+                 float(self.stats.completion_tokens)),
+            ], labels=_model_label(self.config.model))
+        return web.Response(body=text.encode("utf-8"),
+                            headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions`` (non-streaming)."""
         body = await _read_json(request)
+        self._check_rejected(body)
         model = self._check_model(body.get("model"))
         messages = _validate_messages(body.get("messages"))
         if body.get("stream"):
             raise _RequestError(
                 400, "stream=true is not supported by the stand-in.", "BadRequestError", "stream"
             )
-        prompt_tokens = count_chat_tokens(messages)
+        thinking = _thinking_enabled(body)
+        placement = self._placement(body)
+        prompt_tokens = count_chat_tokens(messages, enable_thinking=thinking)
         max_tokens = self._check_length(prompt_tokens, _max_tokens(body))
 
         needle = self.faults.refuse_matching
@@ -575,44 +849,159 @@ class Standin:
             judged = judge_reply(messages)
             if judged is not None:  # a pairwise-judgement request (`streamer eval`)
                 content, p_a = judged
-                reply = _completion_body(model, content, "stop", prompt_tokens,
-                                         count_tokens(content))
+                reply = self._reply_body(model, self._plain_message(content, placement), "stop",
+                                         prompt_tokens, count_tokens(content), (0.0, 0.0))
                 if body.get("logprobs"):
                     reply["choices"][0]["logprobs"] = _letter_logprobs(content, p_a)
-                self.last_exchange = {"messages": messages, "response": reply}
+                self.last_exchange = {"request": body, "messages": messages, "response": reply}
                 return web.json_response(reply)
-            return await self._generate(model, messages, prompt_tokens, max_tokens, malformed)
+            return await self._generate(body, model, messages, prompt_tokens, max_tokens,
+                                        malformed, thinking, placement)
         finally:
             self.limiter.release()
 
     async def _generate(
         self,
+        request_body: dict[str, Any],
         model: str,
         messages: list[dict[str, str]],
         prompt_tokens: int,
         max_tokens: int,
         malformed: MalformedKind | None,
+        thinking_enabled: bool,
+        placement: _Placement,
     ) -> web.Response:
         self.stats.in_flight += 1
         self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
         try:
             reasoning, summary = _answer_parts(self.summarizer, messages)
+            if not thinking_enabled:  # the template prefilled an empty think block
+                reasoning = ""
             content, finish_reason = _compose(reasoning, summary, malformed)
             if count_tokens(content) > max_tokens:
                 content, finish_reason = _truncate_to_tokens(content, max_tokens), "length"
             completion_tokens = count_tokens(content)
-            await asyncio.sleep(self.latency_s(completion_tokens))
+            timings = self.latency_parts_ms(completion_tokens)
+            await asyncio.sleep((timings[0] + timings[1]) / 1000.0)
         finally:
             self.stats.in_flight -= 1
         self.stats.prompt_tokens += prompt_tokens
         self.stats.completion_tokens += completion_tokens
-        body = _completion_body(model, content, finish_reason, prompt_tokens, completion_tokens,
-                                reasoning_parser=self.config.reasoning_parser)
-        self.last_exchange = {"messages": messages, "response": body}
+        message = self._message(content, placement, thinking_enabled)
+        body = self._reply_body(model, message, finish_reason, prompt_tokens, completion_tokens,
+                                timings)
+        self.last_exchange = {"request": request_body, "messages": messages, "response": body}
         return web.json_response(body)
 
+    # ---- reply dialects
+
+    def _placement(self, body: dict[str, Any]) -> _Placement:
+        """Where this request's thinking goes (precedence: see :class:`StandinConfig`)."""
+        shape = self.shape
+        if shape == "sglang" and body.get("separate_reasoning") is False:
+            return _Placement(())
+        keep_inline = False
+        if shape == "llamacpp" and "reasoning_format" in body:
+            fmt = body["reasoning_format"]
+            if fmt not in _LLAMACPP_REASONING_FORMATS:
+                raise _RequestError(400, f"Unknown reasoning format: {fmt}",
+                                    "invalid_request_error", "reasoning_format")
+            if fmt == "none":
+                return _Placement(())
+            keep_inline = fmt == "deepseek-legacy"
+        parser = self.config.reasoning_parser
+        if parser != "none":
+            return _Placement(_PARSER_FIELDS[parser], keep_inline)
+        return _Placement(_SHAPE_FIELDS[shape], keep_inline)
+
+    def _plain_message(self, content: str, placement: _Placement) -> dict[str, Any]:
+        """A reply message with no thinking to split out (e.g. the judge's JSON answer)."""
+        if self.shape == "llamacpp":
+            return {"role": "assistant", "content": content or None}
+        if self.shape == "sglang":
+            return {"role": "assistant", "content": content, "reasoning_content": None,
+                    "tool_calls": None}
+        fields = placement.fields or ("reasoning_content",)
+        return {"role": "assistant", "content": content, **dict.fromkeys(fields),
+                "tool_calls": []}
+
+    def _message(
+        self, content: str, placement: _Placement, thinking_enabled: bool
+    ) -> dict[str, Any]:
+        """The reply message with the thinking where the emulated engine puts it."""
+        if not placement.fields:
+            return self._plain_message(content, placement)
+        shape = self.shape
+        if shape == "llamacpp":  # llama.cpp strips the reasoning; an empty one is left out
+            thinking, rest = split_reasoning(content)
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": (content if placement.keep_inline else rest) or None,
+            }
+            if thinking:
+                message.update(dict.fromkeys(placement.fields, thinking))
+            return message
+        if shape == "inline":  # the historical --reasoning-parser split (whitespace trimmed)
+            thinking, rest = split_reasoning(content)
+            split: str | None = rest or None
+        else:  # vLLM's and SGLang's parsers keep the text around the tags verbatim
+            thinking, split = _split_verbatim(content)
+        if not thinking_enabled and not (thinking or "").strip():
+            thinking = ""
+        message = {"role": "assistant", "content": split, **dict.fromkeys(placement.fields,
+                                                                          thinking)}
+        message["tool_calls"] = None if shape == "sglang" else []
+        return message
+
+    def _reply_body(
+        self,
+        model: str,
+        message: dict[str, Any],
+        finish_reason: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        timings_ms: tuple[float, float],
+    ) -> dict[str, Any]:
+        """The chat completion envelope of the emulated engine."""
+        usage: dict[str, Any] = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        if self.shape == "llamacpp":
+            return {
+                "choices": [{"finish_reason": finish_reason, "index": 0, "message": message}],
+                "created": int(time.time()),
+                "model": model,
+                "system_fingerprint": _LLAMACPP_FINGERPRINT,
+                "object": "chat.completion",
+                "usage": {**usage, "prompt_tokens_details": {"cached_tokens": 0}},
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "timings": _llamacpp_timings(prompt_tokens, completion_tokens, *timings_ms),
+            }
+        if self.shape == "sglang":
+            return {
+                "id": uuid.uuid4().hex,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "logprobs": None,
+                        "finish_reason": finish_reason,
+                        "matched_stop": _SPECIAL_IDS["<|im_end|>"] if finish_reason == "stop"
+                        else None,
+                    }
+                ],
+                "usage": {**usage, "prompt_tokens_details": None},
+            }
+        return _completion_body(model, message, finish_reason, prompt_tokens, completion_tokens)
+
     async def get_last(self, request: web.Request) -> web.Response:
-        """The last successful chat exchange (request messages and response), for inspection."""
+        """The last successful chat exchange (the full request body, its messages and the
+        response), for inspection."""
         return web.json_response(self.last_exchange or {})
 
     async def _hang(self, request: web.Request, hang_s: float) -> web.Response:
@@ -623,7 +1012,17 @@ class Standin:
             request.transport.abort()
         return web.Response(status=_DROPPED_STATUS)
 
+    def _check_rejected(self, body: dict[str, Any]) -> None:
+        """A 400 naming the first top-level key listed in ``config.reject_fields``."""
+        rejected = self.config.reject_fields
+        for key in body:
+            if key in rejected:
+                raise _RequestError(400, f"Unrecognized request argument supplied: {key}",
+                                    "BadRequestError", key)
+
     def _check_model(self, model: Any) -> str:
+        if self.shape == "llamacpp":  # llama.cpp serves its one model whatever the name
+            return model if isinstance(model, str) and model else self.config.model
         if model is None:
             return self.config.model
         if model != self.config.model:
@@ -779,19 +1178,23 @@ def split_reasoning(content: str) -> tuple[str | None, str]:
     return thinking, tail.lstrip("\n")
 
 
+def _split_verbatim(content: str) -> tuple[str, str | None]:
+    """(thinking, content) as vLLM's and SGLang's Qwen3 parsers split a reply: a leading
+    ``<think>`` dropped, the text before the first ``</think>`` and the text after it, whitespace
+    kept; no ``</think>``: all thinking and ``None`` content (empty content is ``None`` too)."""
+    head, sep, tail = content.partition("<think>")
+    text = tail if sep else head
+    thinking, sep, rest = text.partition("</think>")
+    if not sep:
+        return thinking, None
+    return thinking, rest or None
+
+
 def _completion_body(
-    model: str, content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
-    *, reasoning_parser: ReasoningParser = "none",
+    model: str, message: dict[str, Any], finish_reason: str, prompt_tokens: int,
+    completion_tokens: int,
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": content,
-                               "reasoning_content": None, "tool_calls": []}
-    if reasoning_parser != "none":
-        thinking, rest = split_reasoning(content)
-        message = {"role": "assistant", "content": rest or None, "tool_calls": []}
-        if reasoning_parser in ("reasoning_content", "both"):
-            message["reasoning_content"] = thinking
-        if reasoning_parser in ("reasoning", "both"):
-            message["reasoning"] = thinking
+    """vLLM's chat completion envelope around ``message``."""
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -814,6 +1217,76 @@ def _completion_body(
         },
         "prompt_logprobs": None,
     }
+
+
+def _thinking_enabled(body: dict[str, Any]) -> bool:
+    """False when the request sends ``chat_template_kwargs: {"enable_thinking": false}``."""
+    kwargs = body.get("chat_template_kwargs")
+    if kwargs is None:
+        return True
+    if not isinstance(kwargs, dict):
+        raise _RequestError(400, "'chat_template_kwargs' must be an object.", "BadRequestError",
+                            "chat_template_kwargs")
+    return kwargs.get("enable_thinking") is not False
+
+
+def _llamacpp_tokenize(body: dict[str, Any]) -> dict[str, Any]:
+    """llama.cpp's ``/tokenize``: ``{"content": str, "with_pieces"?}`` -> ``{"tokens"}``; a
+    body without ``content`` (e.g. vLLM's ``messages`` form) answers ``{"tokens": []}``."""
+    if "content" not in body:
+        return {"tokens": []}
+    content = body["content"]
+    if not isinstance(content, str):
+        raise _RequestError(400, "'content' must be a string.", "invalid_request_error",
+                            "content")
+    pieces = tokenize(content)
+    ids = token_ids(pieces)
+    if body.get("with_pieces"):
+        return {"tokens": [{"id": i, "piece": p} for i, p in zip(ids, pieces, strict=True)]}
+    return {"tokens": ids}
+
+
+def _llamacpp_timings(
+    prompt_n: int, predicted_n: int, prompt_ms: float, predicted_ms: float
+) -> dict[str, Any]:
+    """llama.cpp's ``timings`` from the simulated latency; a rate over 0 ms is ``null`` (the
+    real server's infinity, which its JSON writer prints as null)."""
+
+    def per_token(ms: float, n: int) -> float | None:
+        return ms / n if n else None
+
+    def per_second(ms: float, n: int) -> float | None:
+        return 1e3 / ms * n if ms > 0 else None
+
+    return {
+        "cache_n": 0,
+        "prompt_n": prompt_n,
+        "prompt_ms": prompt_ms,
+        "prompt_per_token_ms": per_token(prompt_ms, prompt_n),
+        "prompt_per_second": per_second(prompt_ms, prompt_n),
+        "predicted_n": predicted_n,
+        "predicted_ms": predicted_ms,
+        "predicted_per_token_ms": per_token(predicted_ms, predicted_n),
+        "predicted_per_second": per_second(predicted_ms, predicted_n),
+    }
+
+
+def _model_label(model: str) -> str:
+    escaped = model.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{{model_name="{escaped}"}}'
+
+
+def _prometheus(metrics: list[tuple[str, str, str, float]], labels: str) -> str:
+    """Prometheus text exposition; counters get ``_total`` (as prometheus_client writes them)
+    unless their name already ends with it (llama.cpp's own writer)."""
+    lines: list[str] = []
+    for name, kind, help_text, value in metrics:
+        sample = name
+        if kind == "counter" and not name.endswith("_total"):
+            sample = f"{name}_total"
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}",
+                  f"{sample}{labels} {value}"]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------- judge
@@ -878,7 +1351,12 @@ STANDIN_KEY: web.AppKey[Standin] = web.AppKey("standin", Standin)
 
 
 def build_app(config: StandinConfig | None = None) -> web.Application:
-    """Create the aiohttp application; its state is ``app[STANDIN_KEY]``."""
+    """Create the aiohttp application; its state is ``app[STANDIN_KEY]``.
+
+    Every shape serves ``/health``, ``/v1/models``, ``/v1/chat/completions``, ``/tokenize``,
+    ``/metrics`` and the admin routes; ``llamacpp`` adds ``/apply-template`` and ``/slots``.
+    Any other path is a 404.
+    """
     standin = Standin(config or StandinConfig())
     app = web.Application(middlewares=[standin.stats_middleware])
     app[STANDIN_KEY] = standin
@@ -886,6 +1364,10 @@ def build_app(config: StandinConfig | None = None) -> web.Application:
     app.router.add_get("/v1/models", standin.models)
     app.router.add_post("/v1/chat/completions", standin.chat_completions)
     app.router.add_post("/tokenize", standin.tokenize)
+    app.router.add_get("/metrics", standin.metrics)
+    if standin.shape == "llamacpp":
+        app.router.add_post("/apply-template", standin.apply_template)
+        app.router.add_get("/slots", standin.slots)
     app.router.add_get("/admin/faults", standin.get_faults)
     app.router.add_post("/admin/faults", standin.set_faults)
     app.router.add_get("/admin/stats", standin.get_stats)
