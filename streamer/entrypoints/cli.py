@@ -282,7 +282,7 @@ def doctor(as_json: bool, no_sampling: bool) -> None:
     from ..app import check_model_pool
 
     settings = _settings()
-    configure_logging("WARNING", settings.log_format)
+    configure_logging("CRITICAL", settings.log_format)  # the report says it all
     if settings.model.engine != "openai":
         click.echo(f"STREAMER_MODEL__ENGINE={settings.model.engine}: no model endpoint to check")
         return

@@ -1,5 +1,7 @@
 """The OpenAI-compatible pool client over real HTTP against stand-in servers."""
 
+import itertools
+
 import httpx
 import pytest
 
@@ -15,7 +17,12 @@ from streamer.services.updater import Outcome, ProfileUpdater, UpdatePolicy
 from tests.factories import pairwise
 
 
+_SEQ = itertools.count()
+
+
 def request(n=2, previous=None):
+    """A fresh prompt each call (an identical prompt sticks to the endpoint that served it)."""
+    previous = previous if previous is not None else f"Liked film #{next(_SEQ)}."
     triples = tuple(
         Triple("Please recommend some movies to me.", f"Title: Star Voyage {i}, Genres: Sci-Fi",
                f"Title: Love Story {i}, Genres: Romance", f"e{i}")
@@ -47,13 +54,17 @@ async def test_reply_has_model_shape_and_usage():
 
 
 async def test_request_carries_reference_sampling_and_exact_messages():
+    sent = request()
     async with running_standin(StandinConfig()) as base:
         model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
-        body = model.request_body(request())
+        await model.generate(sent)
         await model.aclose()
+        async with httpx.AsyncClient() as c:
+            body = (await c.get(f"{base}/admin/last")).json()["request"]
     assert body["temperature"] == 0.6 and body["top_p"] == 0.95 and body["top_k"] == 20
+    assert body["min_p"] == 0.0 and body["repetition_penalty"] == 1.0  # vLLM's names
     assert body["max_tokens"] == 4096 and body["n"] == 1
-    assert body["messages"] == request().prompt.messages()
+    assert body["messages"] == sent.prompt.messages()
     assert body["chat_template_kwargs"] == {"enable_thinking": True}  # asked for, not assumed
 
 
@@ -80,15 +91,28 @@ async def test_all_endpoints_down_is_a_transient_error():
             await model.generate(request())
         await model.aclose()
     dead = OpenAICompatSummaryModel(["http://127.0.0.1:1/v1"], model="x", max_retries=0)
-    with pytest.raises(ModelUnavailableError, match="cannot reach"):
+    # the request or the health probe that runs beside it finds the port closed first
+    with pytest.raises(ModelUnavailableError, match="cannot reach|unhealthy"):
         await dead.generate(request())
     await dead.aclose()
 
 
-async def test_unknown_model_is_a_permanent_error():
+async def test_unknown_model_takes_the_endpoint_out_of_use_with_what_to_change():
     async with running_standin() as base:
-        model = OpenAICompatSummaryModel([f"{base}/v1"], model="no-such-model")
-        with pytest.raises(ModelRequestError):
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="no-such-model", max_retries=0)
+        with pytest.raises(ModelUnavailableError, match="does not serve 'no-such-model'.*"
+                                                        "STREAMER_MODEL__MODEL"):
+            await model.generate(request())
+        await model.aclose()
+        async with httpx.AsyncClient() as c:
+            stats = (await c.get(f"{base}/admin/stats")).json()
+        assert stats["by_endpoint"].get("/v1/chat/completions", 0) == 0  # never sent
+
+
+async def test_refused_request_is_a_permanent_error():
+    async with running_standin(StandinConfig(reject_fields=["min_p"])) as base:
+        model = OpenAICompatSummaryModel([f"{base}/v1"], model="VanillaH1/AlignXplore-Plus")
+        with pytest.raises(ModelRequestError, match="min_p"):
             await model.generate(request())
         await model.aclose()
 

