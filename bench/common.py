@@ -84,12 +84,13 @@ def spawn(name: str, args: list[str], env: dict[str, str] | None = None) -> Proc
 
 
 def start_standin(name: str, *, ttft_ms: float, per_token_ms: float, max_concurrency: int,
-                  max_queue: int, seed: int) -> tuple[Proc, str]:
+                  max_queue: int, seed: int, jitter_ms: float = 0.0) -> tuple[Proc, str]:
     """A stand-in model server subprocess (``name`` is informational; logs go to LOG_DIR)."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     return _start_standin(LOG_DIR, "--ttft-ms", str(ttft_ms), "--per-token-ms", str(per_token_ms),
                           "--max-concurrency", str(max_concurrency), "--max-queue", str(max_queue),
-                          "--seed", str(seed), "--log-level", "WARNING")
+                          "--jitter-ms", str(jitter_ms), "--seed", str(seed),
+                          "--log-level", "WARNING")
 
 
 def standin_stats(base: str) -> dict:

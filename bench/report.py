@@ -20,10 +20,12 @@ def write_summary(r: dict, out: Path, plots: list[Path]) -> Path:
         f"# prefstream benchmark: `{r['name']}` ({r['mode']})",
         "",
         f"{m['timestamp']} · {m['nproc']} CPUs ({m.get('cpu_model')}) · {m['memory_total_mb']} MB · "
-        f"Python {m['python']} · total {r.get('total_s')}s (infra up {r.get('infra_up_s')}s). "
-        "Kafka 3.9 + Cassandra 5.0 single node on 127.0.0.1 (private ports, run/bench), sharing "
-        "the CPUs with the worker, the stand-ins and the load generator. Ratios are side by side "
-        "in the same run; nothing is asserted on time.",
+        f"Python {m['python']} · total {r.get('total_s')}s"
+        + (f" (infra up {r['infra_up_s']}s). Kafka 3.9 + Cassandra 5.0 single node on 127.0.0.1 "
+           "(private ports, run/bench), sharing the CPUs with the worker, the stand-ins and the "
+           "load generator." if r.get("infra_up_s") is not None else
+           ". No Kafka or Cassandra in this run: stand-ins and load generators on 127.0.0.1 only.")
+        + " Ratios are side by side in the same run; nothing is asserted on time.",
         "",
         "| # | measurement | result | target | |",
         "|---|---|---|---|---|",
@@ -95,6 +97,24 @@ def write_summary(r: dict, out: Path, plots: list[Path]) -> Path:
                 f"{lv['measured_utilization']:.2f}): p50 / p95 / p99 | {_f(lv['p50_s'], 2)} / "
                 f"{_f(lv['p95_s'], 2)} / {_f(lv['p99_s'], 2)} s ({lv['applied']}/{lv['events']} "
                 f"events) | {tgt} | {ok} |")
+    if s := b.get("routing"):
+        ld, od, aff = s["modes"]["load"], s["modes"]["outstanding"], s["affinity"]
+        lines.append(
+            f"| r | routing on the servers' queues (`routing=load`) / least-outstanding, unequal "
+            f"pool whose slow server other clients share: throughput ratio; p95 ratio | "
+            f"{_f(s['throughput_ratio_load_over_outstanding'])} ({ld['requests_per_s']:.1f} / "
+            f"{od['requests_per_s']:.1f} req/s); {_f(s['p95_ratio_load_over_outstanding'])} "
+            f"({_f(ld['p95_s'])} / {_f(od['p95_s'])} s) | (info) | |")
+        split = " / ".join(s["modes"]["load"]["split"])
+        lines.append(f"| r2 | requests on {split}: load; outstanding | "
+                     f"{' / '.join(str(v) for v in ld['split'].values())}; "
+                     f"{' / '.join(str(v) for v in od['split'].values())} | (info) | |")
+        u, n = aff["user"], aff["none"]
+        lines.append(f"| r3 | `affinity=user`: a user's repeated requests on the endpoint of its "
+                     f"first | {_f(u['same_endpoint_as_first_fraction'])} vs "
+                     f"{_f(n['same_endpoint_as_first_fraction'])} without (1/n = "
+                     f"{_f(aff['uniform_chance'], 2)}; chance given that split "
+                     f"{_f(n['chance_same_given_split'])}) | ~1.0 vs ~1/n | |")
     lines.append("")
     if s := b.get("ingest"):
         lines += ["## a. Ingest into durable windows", "",
@@ -154,6 +174,37 @@ def write_summary(r: dict, out: Path, plots: list[Path]) -> Path:
                   "produced events never announced after a drain.", ""]
     if s := b.get("users"):
         lines += ["## e. One million pending users", "", s["what"] + ".", ""]
+    if s := b.get("routing"):
+        f, sl = s["standins"]["fast"], s["standins"]["slow"]
+        ld, od, aff = s["modes"]["load"], s["modes"]["outstanding"], s["affinity"]
+        lines += [
+            "## r. Load-aware routing", "",
+            f"Two stand-ins: fast {f['max_concurrency']} slots, {f['ttft_ms']:.0f} ms + "
+            f"{f['per_token_ms']} ms/token; slow {sl['max_concurrency']} slots, "
+            f"{sl['ttft_ms']:.0f} ms + {sl['per_token_ms']} ms/token (± jitter, seeded). "
+            f"{s['background']['clients']} background clients ({s['background']['kind']}) keep "
+            f"the slow one's queue non-empty. The same {s['requests']} seeded update requests "
+            f"from {s['callers']} concurrent callers go through `OpenAICompatSummaryModel` "
+            f"(load_interval_s {s['client']['load_interval_s']}, max_concurrency_per_endpoint "
+            f"{s['client']['max_concurrency_per_endpoint']}) with each routing, same stand-ins "
+            f"and background, in {s['rounds']} round(s) ({s['order']}); each client warms up "
+            f"on {2 * s['callers']} requests first.", "",
+            "| routing | req/s | p50 s | p95 s | p99 s | split | slow server: mean running / "
+            "waiting (all clients) | background req/s |", "|---|---|---|---|---|---|---|---|"]
+        for m, x in (("load", ld), ("outstanding", od)):
+            q = x["slow_queue_all_clients"]
+            lines.append(f"| {m} | {x['requests_per_s']:.1f} | {_f(x['p50_s'])} | "
+                         f"{_f(x['p95_s'])} | {_f(x['p99_s'])} | "
+                         f"{', '.join(f'{k} {v}' for k, v in x['split'].items())} | "
+                         f"{_f(q.get('mean_running'), 2)} / {_f(q.get('mean_waiting'), 2)} | "
+                         f"{_f(x['background_requests_per_s'], 2)} |")
+        lines += ["", f"Affinity: {aff['users']} users × {aff['repeats_per_user']} requests "
+                  f"(interleaved), {aff['callers']} callers, routing={aff['routing']}, background "
+                  f"{aff['background']}; fraction of each user's later requests served where its "
+                  f"first one was: affinity=user {_f(aff['user']['same_endpoint_as_first_fraction'])}"
+                  f" (split {aff['user']['split']}), none "
+                  f"{_f(aff['none']['same_endpoint_as_first_fraction'])} (split "
+                  f"{aff['none']['split']}).", ""]
     if s := b.get("scale"):
         lines += ["## 5. Scale", "", s["what"] + ".", "",
                   "| tracked users | µs/update (populate) | µs/update (steady) | tick ms (all pending) "

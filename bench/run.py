@@ -1,6 +1,9 @@
 """`make bench`: start a private Kafka + Cassandra, run the benchmarks, write bench/results/.
 
-    python -m bench.run [--quick] [--only ingest,store,long,overload,users,pool,fresh] [--name NAME]
+    python -m bench.run [--quick] [--only ingest,store,long,overload,users,pool,fresh,routing]
+                        [--name NAME]
+
+``routing`` needs no Kafka or Cassandra (``--only routing`` starts none): its own stand-ins only.
 
 Nothing here asserts on time: every number is measured and reported (ratios are taken side by
 side in the same run), and SUMMARY.md says which targets were met.
@@ -17,19 +20,23 @@ import traceback
 from .common import RESULTS_DIR, infra, machine_info, say, start_standin
 from .report import write_plots, write_summary
 
-PHASES = ("ingest", "store", "long", "overload", "users", "pool", "fresh")
+PHASES = ("ingest", "store", "long", "overload", "users", "pool", "fresh", "routing")
 
 SIZES = {
     "quick": {"ingest_events": 5000, "store_users": 32, "store_versions": 5, "store_rounds": 1,
               "long_users": 5000, "long_trickle_s": 10, "long_rate": 200,
               "overload_s": 20, "overload_warm_s": 5, "users": 50_000,
               "pool_users": 1000, "pool_per_user": 10, "pool_rate": 150, "pool_s": 30,
-              "pool_warm_s": 10, "fresh_s": 12},
+              "pool_warm_s": 10, "fresh_s": 12,
+              "routing_requests": 200, "routing_callers": 6, "routing_rounds": 2,
+              "affinity_users": 8, "affinity_repeats": 5},
     "full": {"ingest_events": 100_000, "store_users": 32, "store_versions": 40, "store_rounds": 3,
              "long_users": 100_000, "long_trickle_s": 30, "long_rate": 400,
              "overload_s": 40, "overload_warm_s": 10, "users": 1_000_000,
              "pool_users": 4000, "pool_per_user": 12, "pool_rate": 300, "pool_s": 90,
-             "pool_warm_s": 20, "fresh_s": 40},
+             "pool_warm_s": 20, "fresh_s": 40,
+             "routing_requests": 480, "routing_callers": 6, "routing_rounds": 2,
+             "affinity_users": 12, "affinity_repeats": 5},
 }
 
 
@@ -80,6 +87,7 @@ async def run(args: argparse.Namespace) -> dict:
 
         from .durable import bench_ingest, bench_long_windows, bench_overload, bench_pending_users
         from .pool_fresh import STANDIN, bench_freshness, bench_pool
+        from .routing import bench_routing
         from .stream_store import bench_store
 
         await phase("ingest", lambda: bench_ingest(size["ingest_events"], urls[0]))
@@ -106,6 +114,10 @@ async def run(args: argparse.Namespace) -> dict:
         # stand-ins are no longer needed; stop them before the CPU-bound in-process run
         for proc, _ in standins:
             proc.stop()
+        await phase("routing", lambda: bench_routing(
+            requests=size["routing_requests"], callers=size["routing_callers"],
+            rounds=size["routing_rounds"], affinity_users=size["affinity_users"],
+            affinity_repeats=size["affinity_repeats"]))
         await phase("users", lambda: bench_pending_users(size["users"]))
     finally:
         for proc, _ in standins:

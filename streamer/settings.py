@@ -128,6 +128,9 @@ class ModelSettings(_Section):
     """Attempts to get a well-formed reply before keeping the previous summary."""
     max_summary_chars: int = Field(8000, ge=1)
     """Replies whose summary is longer are rejected."""
+    extra_body: dict[str, Any] = {}
+    """Extra top-level fields for every chat request (JSON object), e.g. `{"seed": 7}` or a
+    llama.cpp `grammar`; they cannot replace `model`, `messages` or the sampling fields."""
     dialect: Literal["auto", "vllm", "sglang", "llamacpp", "openai"] = "auto"
     """The servers' engine: `auto` reads it from each endpoint's `/v1/models` (`owned_by`);
     it decides the sampling field names, token counting and load signal."""

@@ -41,30 +41,12 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from streamer.devtools.llamacpp import THINK_GRAMMAR, THINK_TEMPLATE  # noqa: E402
 from streamer.domain.prompt import build_update_prompt  # noqa: E402
 from streamer.domain.triples import Triple  # noqa: E402
 
 ALIAS = "smollm2"
 THREADS = 2
-
-THINK_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    "<|im_end|>\\n' }}{% endif %}"
-    "{{'<|im_start|>' + message['role'] + '\\n'}}"
-    "{% if message['role'] == 'assistant' and message.reasoning_content is defined"
-    " and message.reasoning_content %}"
-    "{{ '<think>\\n' + message.reasoning_content + '\\n</think>\\n\\n' }}{% endif %}"
-    "{{ message['content'] + '<|im_end|>' + '\\n'}}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
-"""SmolLM2's own template plus one branch: an assistant turn's ``reasoning_content`` rendered in
-``<think>`` tags.  Nothing else differs (same system default, same generation prompt)."""
-
-THINK_GRAMMAR = r'root ::= "<think>\n" [^<]{16,300} "\n</think>\n\n" [^<]{16,240}'
-"""GBNF forcing a think block then a summary (a 135M chat model never writes one by itself)."""
 
 TRIPLES = (
     Triple("running shoes", "trail shoe", "road shoe", "e1"),

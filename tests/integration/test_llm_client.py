@@ -16,7 +16,6 @@ from streamer.ports import UpdateRequest
 from streamer.services.updater import Outcome, ProfileUpdater, UpdatePolicy
 from tests.factories import pairwise
 
-
 _SEQ = itertools.count()
 
 

@@ -304,6 +304,13 @@ reported at once (bitnami's validateValues aggregation).
 {{- if and .Values.vllm.enabled (ne (int .Values.config.model.contextTokens) (int .Values.vllm.maxModelLen)) -}}
 {{- $errors = append $errors (printf "config.model.contextTokens (%v) must equal vllm.maxModelLen (%v): the worker fits prompt + max_tokens into the served context." .Values.config.model.contextTokens .Values.vllm.maxModelLen) -}}
 {{- end -}}
+{{- if .Values.vllm.reasoningParser -}}
+{{- range .Values.vllm.extraArgs -}}
+{{- if hasPrefix "--reasoning-parser" (toString .) -}}
+{{- $errors = append $errors "vllm.reasoningParser is set and vllm.extraArgs has --reasoning-parser too: set the parser in vllm.reasoningParser only." -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.existingSecret (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken) -}}
 {{- $errors = append $errors "existingSecret is set and so are secrets.*: use one or the other (the chart-managed Secret is rendered only without existingSecret)." -}}
 {{- end -}}

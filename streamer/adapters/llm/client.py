@@ -259,6 +259,7 @@ class OpenAICompatSummaryModel:
         routing: Literal["load", "outstanding"] = _M("routing"),
         load_interval_s: float = _M("load_interval_s"),
         affinity: Literal["none", "user"] = _M("affinity"),
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         if not base_urls:
             raise ValueError("at least one model endpoint is required")
@@ -276,6 +277,12 @@ class OpenAICompatSummaryModel:
         self.routing = routing
         self.load_interval_s = load_interval_s
         self.affinity = affinity
+        reserved = {"model", "messages", "n", "chat_template_kwargs", *self.sampling.fields("vllm"),
+                    *self.sampling.fields("llamacpp")}
+        clash = sorted(reserved & set(extra_body or {}))
+        if clash:
+            raise ValueError(f"extra_body cannot set {clash}: they have their own settings")
+        self.extra_body = dict(extra_body or {})
         self._served_by: OrderedDict[str, str] = OrderedDict()
         self.max_concurrency_per_endpoint = max_concurrency_per_endpoint
         self.health_interval_s = health_interval_s if health_interval_s and health_interval_s > 0 else None
@@ -335,6 +342,7 @@ class OpenAICompatSummaryModel:
             routing=settings.routing,
             load_interval_s=settings.load_interval_s,
             affinity=settings.affinity,
+            extra_body=settings.extra_body,
         )
 
     # ------------------------------------------------------------------ observation
@@ -635,7 +643,8 @@ class OpenAICompatSummaryModel:
     async def _probe_sampling(self, endpoint: _Endpoint) -> str | None:
         """One 1-token chat call with every sampling field: what a refusal says, or None."""
         body = {"model": self.model, "messages": [{"role": "user", "content": "ping"}], "n": 1,
-                **self.sampling.fields(self.engine_of(endpoint)), "max_tokens": 1,
+                **self.sampling.fields(self.engine_of(endpoint)), **self.extra_body,
+                "max_tokens": 1,
                 "chat_template_kwargs": {"enable_thinking": True}}
         try:
             async with asyncio.timeout(self.timeout_s):
@@ -663,6 +672,8 @@ class OpenAICompatSummaryModel:
     async def _read_load(self, endpoint: _Endpoint) -> None:
         """Read an endpoint's own queue (``/metrics``; llama.cpp ``/slots`` when it has no
         metrics).  An engine or server without either is not asked again."""
+        if self.dialect == "auto" and endpoint.engine is None:
+            return  # not identified yet
         engine = self.engine_of(endpoint)
         if endpoint.load_supported is False or engine == "openai":
             endpoint.load_supported = False
@@ -719,7 +730,7 @@ class OpenAICompatSummaryModel:
         """The chat-completions body: two messages, the reference sampling under ``engine``'s
         field names, thinking asked for explicitly."""
         return {"model": self.model, "messages": request.prompt.messages(), "n": 1,
-                **self.sampling.fields(engine),
+                **self.sampling.fields(engine), **self.extra_body,
                 "chat_template_kwargs": {"enable_thinking": True}}
 
     async def generate(self, request: UpdateRequest) -> ModelReply:

@@ -1,0 +1,171 @@
+"""The production client against a REAL inference server with REAL weights: llama.cpp's own
+server (the ``xllamacpp`` wheel) serving SmolLM2-135M-Instruct on CPU.
+
+A tiny general model, not AlignXplore+: these tests check the protocol, not the summaries'
+quality — models, health, the self-check, token counting through ``/apply-template`` +
+``/tokenize`` (equal to the server's own prompt count), chat completions under concurrency, the
+server's load gauges, and the thinking path, split out by llama.cpp's reasoning parser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from streamer.adapters.llm.client import OpenAICompatSummaryModel
+from streamer.devtools.llamacpp import DEFAULT_ALIAS, SUMMARY_GRAMMAR, THINK_GRAMMAR
+from streamer.domain.output import parse_summary
+from streamer.domain.prompt import build_update_prompt
+from streamer.domain.triples import Triple
+from streamer.ports import UpdateRequest
+from tests.e2e.harness import start_llamacpp
+
+TRIPLES = (
+    Triple("Please recommend some running gear.", "Title: Trail running shoe with grippy lugs",
+           "Title: Carbon-plated road racing shoe", "e1"),
+    Triple("Please recommend a jacket.", "Title: Packable rain shell",
+           "Title: Heavy down parka", "e2"),
+)
+
+
+def update(previous: str | None = None) -> UpdateRequest:
+    return UpdateRequest(build_update_prompt(previous, TRIPLES), previous, TRIPLES, user_id="u1")
+
+
+@pytest.fixture(scope="module")
+def llamacpp(tmp_path_factory):
+    proc, base = start_llamacpp(tmp_path_factory.mktemp("llamacpp"), "--parallel", "2",
+                                "--ctx-per-slot", "4096")
+    yield base
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def llamacpp_thinking(tmp_path_factory):
+    proc, base = start_llamacpp(tmp_path_factory.mktemp("llamacpp-think"), "--parallel", "1",
+                                "--think-template")
+    yield base
+    proc.stop()
+
+
+def client(base: str, **kw) -> OpenAICompatSummaryModel:
+    kw.setdefault("sampling", {"max_tokens": 200})
+    kw.setdefault("health_interval_s", 1.0)
+    return OpenAICompatSummaryModel([f"{base}/v1"], model=DEFAULT_ALIAS, timeout_s=120.0,
+                                    context_tokens=4096, **kw)
+
+
+async def test_self_check_identifies_llamacpp_and_what_it_supports(llamacpp):
+    model = client(llamacpp)
+    try:
+        [report] = await model.self_check()
+    finally:
+        await model.aclose()
+    assert report.ok, report
+    assert (report.engine, report.context, report.sampling, report.tokenize, report.load) == (
+        "llamacpp", 4096, "ok", "template", "metrics")
+    assert DEFAULT_ALIAS in report.models
+
+
+async def test_self_check_flags_a_context_the_server_does_not_have(llamacpp):
+    model = OpenAICompatSummaryModel([f"{llamacpp}/v1"], model=DEFAULT_ALIAS,
+                                     context_tokens=16384, health_interval_s=None)
+    try:
+        [report] = await model.self_check()
+    finally:
+        await model.aclose()
+    assert not report.ok and "context of 4096 tokens" in report.problems[0]
+    assert "STREAMER_MODEL__CONTEXT_TOKENS=4096" in report.problems[0]
+
+
+async def test_token_count_equals_the_servers_own_prompt_count(llamacpp):
+    model = client(llamacpp, sampling={"max_tokens": 8})
+    try:
+        request = update("Likes trail running.")
+        counted = await model.count_tokens(request.prompt.messages())
+        reply = await model.generate(request)
+    finally:
+        await model.aclose()
+    assert counted is not None and counted > 100
+    assert counted == reply.prompt_tokens  # what the server itself tokenized for the call
+
+
+async def test_chat_completions_under_concurrency_with_real_text(llamacpp):
+    model = client(llamacpp, max_concurrency_per_endpoint=2, sampling={"max_tokens": 400},
+                   extra_body={
+        "grammar": SUMMARY_GRAMMAR, "seed": 11})
+    peak = 0
+
+    async def watch() -> None:
+        nonlocal peak
+        while True:
+            peak = max(peak, model.in_flight)
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        replies = await asyncio.gather(*(model.generate(update(f"Summary {i}.")) for i in range(3)))
+    finally:
+        watcher.cancel()
+        status = model.endpoints[0]
+        await model.aclose()
+    assert peak == 2  # the per-endpoint cap held, and both slots were used
+    assert status.healthy and status.failures == 0 and status.engine == "llamacpp"
+    for reply in replies:
+        assert reply.finish_reason == "stop" and reply.model
+        assert reply.prompt_tokens > 100 and reply.completion_tokens > 0
+        summary = parse_summary(reply.text, max_chars=2000, finish_reason=reply.finish_reason,
+                                reasoning=reply.reasoning, thinking="optional")
+        assert summary.strip() == reply.text.strip() and len(summary) >= 16
+
+
+async def test_load_gauges_are_read_from_the_real_server(llamacpp):
+    model = client(llamacpp, routing="load", load_interval_s=0.1, sampling={"max_tokens": 400},
+                   extra_body={"grammar": SUMMARY_GRAMMAR})
+    seen: list[float] = []
+    try:
+        task = asyncio.create_task(model.generate(update("Busy.")))
+        while not task.done():
+            await model._read_load(model._endpoints[0])  # what the load loop does
+            if model.endpoints[0].server_queue is not None:
+                seen.append(model.endpoints[0].server_queue)
+            await asyncio.sleep(0.05)
+        await task
+    finally:
+        await model.aclose()
+    assert seen and max(seen) >= 1.0  # the server reported our request as processing
+
+
+async def test_thinking_is_split_out_by_the_real_servers_reasoning_parser(llamacpp_thinking):
+    model = client(llamacpp_thinking, sampling={"max_tokens": 512, "repetition_penalty": 1.3},
+                   extra_body={"grammar": THINK_GRAMMAR, "seed": 42})
+    try:
+        reply = await model.generate(update())
+    finally:
+        await model.aclose()
+    assert reply.finish_reason == "stop"
+    assert reply.reasoning and len(reply.reasoning) >= 16  # from message.reasoning_content
+    assert "<think>" not in reply.text and "</think>" not in reply.text
+    summary = parse_summary(reply.text, max_chars=2000, finish_reason=reply.finish_reason,
+                            reasoning=reply.reasoning, thinking="required")
+    assert summary == reply.text.strip()
+
+
+async def test_same_grammar_inline_when_the_request_turns_the_parser_off(llamacpp_thinking):
+    model = client(llamacpp_thinking, sampling={"max_tokens": 512, "repetition_penalty": 1.3},
+                   extra_body={"grammar": THINK_GRAMMAR, "seed": 42, "reasoning_format": "none"})
+    try:
+        reply = await model.generate(update())
+    finally:
+        await model.aclose()
+    assert reply.reasoning is None and "</think>" in reply.text
+    summary = parse_summary(reply.text, max_chars=2000, finish_reason=reply.finish_reason)
+    assert summary and "<think>" not in summary
+
+
+async def test_health_route_is_the_real_one(llamacpp):
+    async with httpx.AsyncClient() as c:
+        resp = await c.get(f"{llamacpp}/health")
+    assert resp.status_code == 200 and resp.json() == {"status": "ok"}
