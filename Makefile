@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 
 help:
 	@echo "make demo    - replay the bundled clickstream on the embedded default (no servers)"
+	@echo "make demo MODEL=smollm2 - the same for 3 users through a real llama.cpp server on CPU"
 	@echo "make test    - install, start real Kafka + Cassandra, run every test tier, stop them"
 	@echo "make up|down|status - local Kafka (KRaft) and Cassandra on 127.0.0.1"
 	@echo "make unit    - unit tests only (no servers)"
@@ -32,8 +33,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# MODEL=smollm2: a real inference server (llama.cpp) with a tiny general model on CPU instead of
+# the deterministic baseline; a few minutes.  Not AlignXplore+.
+MODEL ?= baseline
 demo: $(STAMP)
+ifeq ($(MODEL),smollm2)
+	$(PY) -m streamer.devtools.llamacpp --demo 3
+else ifeq ($(MODEL),baseline)
 	$(VENV)/bin/streamer replay --sqlite prefstream-demo.sqlite3
+else
+	@echo "unknown MODEL=$(MODEL): use MODEL=baseline (default) or MODEL=smollm2"; exit 2
+endif
 
 # helm CLI built from the Go module proxy at the version pinned in deploy/tools/helm.sh
 helm:

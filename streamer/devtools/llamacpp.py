@@ -116,6 +116,51 @@ def start_server(*, host: str = "127.0.0.1", port: int = 0, alias: str = DEFAULT
     return server, str(server.listening_address).rstrip("/")
 
 
+DEMO_ENV = {
+    "STREAMER_MODEL__MODEL": DEFAULT_ALIAS,
+    "STREAMER_MODEL__REASONING": "optional",  # SmolLM2 writes no thinking
+    "STREAMER_MODEL__CONTEXT_TOKENS": "4096",
+    "STREAMER_MODEL__MAX_TOKENS": "400",
+    "STREAMER_MODEL__MAX_SUMMARY_CHARS": "2000",
+    "STREAMER_MODEL__MAX_CONCURRENCY": "2",
+}
+"""Settings for SmolLM2 behind this server (its 4096-token slots, a bounded reply)."""
+
+
+def run_demo(users: int, sqlite: str) -> int:
+    """``make demo MODEL=smollm2``: the first ``users`` users of the bundled clickstream through
+    ``streamer replay`` with this real server (a few minutes on 2 cores)."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "sample_clickstream.jsonl"
+    picked: list[str] = []
+    lines: list[str] = []
+    for line in sample.read_text().splitlines():
+        uid = json.loads(line).get("user_id")
+        if uid not in picked and len(picked) < users:
+            picked.append(uid)
+        if uid in picked:
+            lines.append(line)
+    server, url = start_server(port=0)
+    print(f"== real-model demo: llama.cpp server at {url}, SmolLM2-135M-Instruct on CPU\n"
+          f"== a TINY GENERAL MODEL, not AlignXplore+: real inference, weak summaries\n"
+          f"== {len(lines)} events of {len(picked)} users; a few seconds per update", flush=True)
+    with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    env = {**os.environ, **DEMO_ENV, "STREAMER_MODEL__EXTRA_BODY": json.dumps(
+        {"grammar": SUMMARY_GRAMMAR, "seed": 7})}
+    try:
+        return subprocess.call([sys.executable, "-m", "streamer", "replay", f.name,
+                                "--model-url", f"{url}/v1", "--sqlite", sqlite,
+                                "--users", str(users)], env=env)
+    finally:
+        os.unlink(f.name)
+        del server
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m streamer.devtools.llamacpp",
@@ -133,7 +178,17 @@ def main(argv: list[str] | None = None) -> int:
     add("--think-template", action="store_true",
         help="serve SmolLM2 with THINK_TEMPLATE, so that a <think> block (forced by a request's "
              "grammar) is split out into reasoning_content as for a thinking model")
+    add("--demo", type=int, metavar="USERS", default=None,
+        help="run `streamer replay` for this many users of the bundled sample clickstream against the "
+             "server, then stop (make demo MODEL=smollm2)")
+    add("--sqlite", default="prefstream-demo-smollm2.sqlite3", help="the demo's store file")
     args = parser.parse_args(argv)
+    if args.demo is not None:
+        try:
+            return run_demo(args.demo, args.sqlite)
+        except MissingModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         server, url = start_server(host=args.host, port=args.port, alias=args.alias,
                                    ctx_per_slot=args.ctx_per_slot, parallel=args.parallel,
