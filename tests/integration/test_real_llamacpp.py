@@ -10,6 +10,10 @@ server's load gauges, and the thinking path, split out by llama.cpp's reasoning 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -20,7 +24,7 @@ from streamer.domain.output import parse_summary
 from streamer.domain.prompt import build_update_prompt
 from streamer.domain.triples import Triple
 from streamer.ports import UpdateRequest
-from tests.e2e.harness import start_llamacpp
+from tests.e2e.harness import free_port, start_llamacpp
 
 TRIPLES = (
     Triple("Please recommend some running gear.", "Title: Trail running shoe with grippy lugs",
@@ -169,3 +173,34 @@ async def test_health_route_is_the_real_one(llamacpp):
     async with httpx.AsyncClient() as c:
         resp = await c.get(f"{llamacpp}/health")
     assert resp.status_code == 200 and resp.json() == {"status": "ok"}
+
+
+def _doctor(base: str, **env: str):
+    """``streamer doctor --json`` as a user runs it: (exit code, one report per endpoint)."""
+    full = {**os.environ, "STREAMER_MODEL__BASE_URLS": json.dumps([f"{base}/v1"]),
+            "STREAMER_MODEL__MODEL": DEFAULT_ALIAS}
+    full.update(env)
+    done = subprocess.run([sys.executable, "-m", "streamer", "doctor", "--json"], env=full,
+                          capture_output=True, text=True, timeout=120)
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines() if line]
+
+
+def test_streamer_doctor_reports_the_real_server(llamacpp):
+    code, [report] = _doctor(llamacpp, STREAMER_MODEL__CONTEXT_TOKENS="4096")
+    assert code == 0, report
+    assert (report["engine"], report["context"], report["sampling"], report["tokenize"],
+            report["load"]) == ("llamacpp", 4096, "ok", "template", "metrics")
+
+
+def test_streamer_doctor_exits_2_with_what_to_change(llamacpp):
+    code, [report] = _doctor(llamacpp, STREAMER_MODEL__CONTEXT_TOKENS="16384")
+    assert code == 2 and "STREAMER_MODEL__CONTEXT_TOKENS=4096" in report["problems"][0]
+    code, [report] = _doctor(llamacpp, STREAMER_MODEL__MODEL="VanillaH1/AlignXplore-Plus",
+                             STREAMER_MODEL__CONTEXT_TOKENS="4096")
+    assert code == 2 and "does not serve 'VanillaH1/AlignXplore-Plus'" in report["problems"][0]
+    assert DEFAULT_ALIAS in report["problems"][0]  # and names what it does serve
+
+
+def test_streamer_doctor_exits_69_when_nothing_answers():
+    code, [report] = _doctor(f"http://127.0.0.1:{free_port()}")
+    assert code == 69 and not report["reachable"] and "cannot reach" in report["error"]

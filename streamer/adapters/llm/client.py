@@ -20,8 +20,9 @@ The pool:
 - **Balancing**: each attempt goes to the usable endpoint with the least load (ties rotate), never
   above ``max_concurrency_per_endpoint`` requests per endpoint.  Load is the server's own queue
   (running + waiting, all clients, read from ``/metrics`` every ``load_interval_s``) plus our
-  requests sent since that read, where the server exports it and ``routing="load"``; otherwise
-  our outstanding requests.  A re-attempt of an identical prompt prefers the endpoint that served
+  requests sent since that read, where the server exports it, else our outstanding requests;
+  with ``routing="load"`` that queue is weighed by the endpoint's observed seconds per token
+  (an EWMA), so a slow server's short queue does not beat a fast server's longer one.  A re-attempt of an identical prompt prefers the endpoint that served
   it (its prefix cache), unless that endpoint failed it; ``affinity="user"`` sends a user's
   updates to one endpoint (rendezvous hash of the user id) while it has room.  When every
   usable endpoint is at its cap, :meth:`generate` waits for a free slot (at most ``timeout_s``):
@@ -82,6 +83,8 @@ _REFUSED = frozenset({400, 404, 405, 422, 501})
 """Answers meaning "this server will not do that": a negative answer to cache (/tokenize)."""
 _IDENTIFY_RETRY_S = 5.0
 """An endpoint whose ``/v1/models`` could not be read is asked again after this long."""
+_SPEED_EWMA = 0.3
+"""Weight of the newest sample in an endpoint's observed speed."""
 _STICKY_PROMPTS = 4096
 """Prompts remembered with the endpoint that served them (re-attempts reuse its cache)."""
 
@@ -158,6 +161,7 @@ class _Endpoint:
     load_outstanding: int = 0  # our outstanding requests when ``load`` was read
     load_supported: bool | str | None = None  # "metrics", "slots"; False: none
     identify_tried: float = float("-inf")
+    s_per_token: float | None = None  # EWMA of observed seconds per generated token
     identify_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -717,12 +721,31 @@ class OpenAICompatSummaryModel:
             await asyncio.sleep(self.load_interval_s)
 
     def _score(self, e: _Endpoint) -> float:
-        """How busy an endpoint is: the server's queue (all clients) plus what we sent since
-        it was read, when known and fresh; else our outstanding requests."""
-        if self.routing == "load" and e.load is not None and self._fresh_load(e):
-            since = e.outstanding - e.load_outstanding
-            return max(float(e.outstanding), e.load.queued + since) + (e.load.kv_usage or 0.0)
-        return float(e.outstanding)
+        """The expected wait at an endpoint (lower is better).
+
+        ``routing="outstanding"``: our outstanding requests.  ``routing="load"``: the requests
+        ahead of ours, the server's own queue (all clients) plus what we sent since it was read
+        when known and fresh, else ours; times the endpoint's observed seconds per generated
+        token (an EWMA, as "peak EWMA" balancers do), so that a short queue on a slow server
+        does not beat a longer one on a fast server.  An endpoint not measured yet counts at
+        the pool's mean speed."""
+        if self.routing != "load":
+            return float(e.outstanding)
+        ahead = float(e.outstanding)
+        kv = 0.0
+        if e.load is not None and self._fresh_load(e):
+            ahead = max(ahead, e.load.queued + e.outstanding - e.load_outstanding)
+            kv = e.load.kv_usage or 0.0
+        return (ahead + 1.0 + kv) * (e.s_per_token or self._mean_s_per_token())
+
+    def _mean_s_per_token(self) -> float:
+        known = [e.s_per_token for e in self._endpoints if e.s_per_token]
+        return sum(known) / len(known) if known else 1.0
+
+    def _observe(self, e: _Endpoint, latency_s: float, completion_tokens: int) -> None:
+        sample = latency_s / max(1, completion_tokens)
+        e.s_per_token = sample if e.s_per_token is None else (
+            (1 - _SPEED_EWMA) * e.s_per_token + _SPEED_EWMA * sample)
 
     # ------------------------------------------------------------------ requests
 
@@ -913,6 +936,7 @@ class OpenAICompatSummaryModel:
                 outcome = False
                 raise ModelUnavailableError(f"malformed response from {endpoint.base_url}") from exc
             outcome = True
+            self._observe(endpoint, latency_ms / 1000, reply.completion_tokens)
             return reply
         finally:
             self._release(endpoint, trial, outcome)

@@ -352,6 +352,32 @@ async def test_load_routing_avoids_the_server_with_the_longer_queue(pool):
     assert [e.server_queue for e in model.endpoints] == [6.0, 1.0]
 
 
+async def test_load_routing_weighs_the_queue_by_observed_speed(pool):
+    server = Server({"a": "vllm", "b": "vllm"})
+    server.queue = {"a": 3.0, "b": 1.0}  # a: the longer queue, on a 4x faster server
+    model = pool(server, urls=[A, B], routing="load", dialect="vllm")
+    for e in model._endpoints:
+        await model._read_load(e)
+    a, b = model._endpoints
+    a.s_per_token, b.s_per_token = 0.01, 0.04
+    await model.generate(request("p"))
+    assert server.chats()[-1].url.host == "a"  # (3+1) x 0.01 < (1+1) x 0.04
+    a.s_per_token, b.s_per_token = 0.01, 0.015  # (the call above updated a's speed)
+    await model.generate(request("q"))
+    assert server.chats()[-1].url.host == "b"  # (3+1) x 0.01 > (1+1) x 0.015
+
+
+def test_observed_speed_is_an_ewma_per_generated_token(pool):
+    model = pool(Server({"a": "vllm"}), routing="load")
+    e = model._endpoints[0]
+    model._observe(e, 2.0, 100)
+    assert e.s_per_token == pytest.approx(0.02)
+    model._observe(e, 1.0, 100)
+    assert e.s_per_token == pytest.approx(0.7 * 0.02 + 0.3 * 0.01)
+    model._observe(e, 0.5, 0)  # no tokens counted: per request
+    assert e.s_per_token > 0.01
+
+
 async def test_outstanding_routing_ignores_the_server_queue(pool):
     server = Server({"a": "vllm", "b": "vllm"})
     server.queue = {"a": 6.0, "b": 1.0}
