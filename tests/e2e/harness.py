@@ -68,12 +68,9 @@ def spawn(name: str, args: list[str], env: dict[str, str], log_dir: Path) -> Pro
     return Proc(name, popen, log_path)
 
 
-def start_standin(log_dir: Path, *extra: str) -> tuple[Proc, str]:
-    port = free_port()
-    proc = spawn(f"standin-{port}", [sys.executable, "-m", "streamer.devtools.standin", "--port",
-                                     str(port), *extra], {}, log_dir)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+def _wait_healthy(proc: Proc, base: str, what: str, timeout_s: float) -> tuple[Proc, str]:
+    """Wait until ``GET {base}/health`` answers 200; a dead or silent server fails with its log."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{base}/health", timeout=1).status_code == 200:
@@ -82,7 +79,15 @@ def start_standin(log_dir: Path, *extra: str) -> tuple[Proc, str]:
             time.sleep(0.2)
         if proc.popen.poll() is not None:
             break
-    raise RuntimeError(f"stand-in did not start:\n{proc.log_tail()}")
+    proc.kill()
+    raise RuntimeError(f"{what} did not start:\n{proc.log_tail()}")
+
+
+def start_standin(log_dir: Path, *extra: str) -> tuple[Proc, str]:
+    port = free_port()
+    proc = spawn(f"standin-{port}", [sys.executable, "-m", "streamer.devtools.standin", "--port",
+                                     str(port), *extra], {}, log_dir)
+    return _wait_healthy(proc, f"http://127.0.0.1:{port}", "stand-in", 30)
 
 
 def start_llamacpp(log_dir: Path, *extra: str) -> tuple[Proc, str]:
@@ -95,18 +100,7 @@ def start_llamacpp(log_dir: Path, *extra: str) -> tuple[Proc, str]:
     port = free_port()
     proc = spawn(f"llamacpp-{port}", [sys.executable, "-m", "streamer.devtools.llamacpp",
                                       "--port", str(port), *extra], {}, log_dir)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            time.sleep(0.2)
-        if proc.popen.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"llama.cpp server did not start:\n{proc.log_tail()}")
+    return _wait_healthy(proc, f"http://127.0.0.1:{port}", "llama.cpp server", 60)
 
 
 @dataclass

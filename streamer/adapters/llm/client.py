@@ -22,8 +22,9 @@ The pool:
   (running + waiting, all clients, read from ``/metrics`` every ``load_interval_s``) plus our
   requests sent since that read, where the server exports it, else our outstanding requests;
   with ``routing="load"`` that queue is weighed by the endpoint's observed seconds per token
-  (an EWMA), so a slow server's short queue does not beat a fast server's longer one.  A re-attempt of an identical prompt prefers the endpoint that served
-  it (its prefix cache), unless that endpoint failed it; ``affinity="user"`` sends a user's
+  (an EWMA), so a slow server's short queue does not beat a fast server's longer one.  A
+  re-attempt of an identical prompt prefers the endpoint that served it (its prefix cache),
+  unless that endpoint failed it; ``affinity="user"`` sends a user's
   updates to one endpoint (rendezvous hash of the user id) while it has room.  When every
   usable endpoint is at its cap, :meth:`generate` waits for a free slot (at most ``timeout_s``):
   that is the backpressure point; :attr:`saturated`, :attr:`in_flight` and :attr:`capacity`
@@ -721,14 +722,15 @@ class OpenAICompatSummaryModel:
             await asyncio.sleep(self.load_interval_s)
 
     def _score(self, e: _Endpoint) -> float:
-        """The expected wait at an endpoint (lower is better).
+        """How long a new request would wait at an endpoint (lower is better; ties rotate).
 
         ``routing="outstanding"``: our outstanding requests.  ``routing="load"``: the requests
-        ahead of ours, the server's own queue (all clients) plus what we sent since it was read
+        ahead of it, the server's own queue (all clients) plus what we sent since it was read
         when known and fresh, else ours; times the endpoint's observed seconds per generated
-        token (an EWMA, as "peak EWMA" balancers do), so that a short queue on a slow server
-        does not beat a longer one on a fast server.  An endpoint not measured yet counts at
-        the pool's mean speed."""
+        token (an EWMA, as "peak EWMA" balancers weigh load), so that a short queue on a slow
+        server does not beat a longer one on a fast server.  Idle endpoints tie at 0 whatever
+        their speed, so that light traffic still spreads (and every speed stays measured).  An
+        endpoint not measured yet counts at the pool's mean speed."""
         if self.routing != "load":
             return float(e.outstanding)
         ahead = float(e.outstanding)
@@ -736,7 +738,7 @@ class OpenAICompatSummaryModel:
         if e.load is not None and self._fresh_load(e):
             ahead = max(ahead, e.load.queued + e.outstanding - e.load_outstanding)
             kv = e.load.kv_usage or 0.0
-        return (ahead + 1.0 + kv) * (e.s_per_token or self._mean_s_per_token())
+        return (ahead + kv) * (e.s_per_token or self._mean_s_per_token())
 
     def _mean_s_per_token(self) -> float:
         known = [e.s_per_token for e in self._endpoints if e.s_per_token]

@@ -361,10 +361,10 @@ async def test_load_routing_weighs_the_queue_by_observed_speed(pool):
     a, b = model._endpoints
     a.s_per_token, b.s_per_token = 0.01, 0.04
     await model.generate(request("p"))
-    assert server.chats()[-1].url.host == "a"  # (3+1) x 0.01 < (1+1) x 0.04
+    assert server.chats()[-1].url.host == "a"  # 3 x 0.01 < 1 x 0.04
     a.s_per_token, b.s_per_token = 0.01, 0.015  # (the call above updated a's speed)
     await model.generate(request("q"))
-    assert server.chats()[-1].url.host == "b"  # (3+1) x 0.01 > (1+1) x 0.015
+    assert server.chats()[-1].url.host == "b"  # 3 x 0.01 > 1 x 0.015
 
 
 def test_observed_speed_is_an_ewma_per_generated_token(pool):
