@@ -84,6 +84,8 @@ _REFUSED = frozenset({400, 404, 405, 422, 501})
 """Answers meaning "this server will not do that": a negative answer to cache (/tokenize)."""
 _IDENTIFY_RETRY_S = 5.0
 """An endpoint whose ``/v1/models`` could not be read is asked again after this long."""
+_RECHECK_S = 30.0
+"""A misconfigured endpoint (wrong model, small context) is checked again after this long."""
 _SPEED_EWMA = 0.3
 """Weight of the newest sample in an endpoint's observed speed."""
 _STICKY_PROMPTS = 4096
@@ -566,7 +568,7 @@ class OpenAICompatSummaryModel:
         enough context (else it is marked misconfigured and not used).  Unreachable: left
         unidentified (asked again before the next request)."""
         async with endpoint.identify_lock:
-            if endpoint.engine is not None and report is None:
+            if endpoint.engine is not None and endpoint.problem is None and report is None:
                 return
             try:
                 status, body = await self._get_json(endpoint, "/v1/models")
@@ -595,12 +597,13 @@ class OpenAICompatSummaryModel:
 
     async def _identify_new(self) -> None:
         """Identify the endpoints not identified yet (``dialect=auto``) before routing to them;
-        one that could not be reached is asked again after ``_IDENTIFY_RETRY_S``."""
-        if self.dialect != "auto":
-            return
+        one that could not be reached is asked again after ``_IDENTIFY_RETRY_S``, a
+        misconfigured one after ``_RECHECK_S`` (the server may have been fixed)."""
         now = self._clock()
-        due = [e for e in self._endpoints if e.engine is None and not e.draining
-               and now - e.identify_tried >= _IDENTIFY_RETRY_S]
+        due = [e for e in self._endpoints if not e.draining and (
+            (e.engine is None and self.dialect == "auto"
+             and now - e.identify_tried >= _IDENTIFY_RETRY_S)
+            or (e.problem is not None and now - e.identify_tried >= _RECHECK_S))]
         for e in due:
             e.identify_tried = now
         if due:
@@ -610,7 +613,8 @@ class OpenAICompatSummaryModel:
         if problem and problem != endpoint.problem:
             log.error("model endpoint %s is not used: %s", endpoint.base_url, problem)
         elif endpoint.problem and not problem:
-            log.info("model endpoint %s is configured right now", endpoint.base_url)
+            log.info("model endpoint %s is usable again: it now serves the model as configured",
+                     endpoint.base_url)
         endpoint.problem = problem
         self._notify()
 

@@ -455,3 +455,37 @@ async def test_user_affinity_yields_when_the_users_endpoint_fails(pool):
     server.chat = lambda req: httpx.Response(503) if req.url.host == home else chat_ok(req)
     assert (await model.generate(request("y", user="u1"))).text == REPLY
     assert [r.url.host for r in server.chats()[-2:]] == [home, "b" if home == "a" else "a"]
+
+
+async def test_a_misconfigured_endpoint_is_checked_again_and_used_once_fixed(pool):
+    class Clock:
+        now = 100.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+    good = Server({"a": "vllm", "b": "vllm"})
+    wrong = Server({"a": "vllm"}, name="someone/else")
+    current = {"a": wrong}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return current.get(req.url.host, good)(req)
+
+    model = OpenAICompatSummaryModel([A, B], model=MODEL, transport=httpx.MockTransport(handler),
+                                     health_interval_s=None, routing="outstanding", clock=clock)
+    try:
+        await model.generate(request("p0"))
+        [a] = [e for e in model.endpoints if e.base_url == A]
+        assert a.problem is not None
+        current.clear()  # the server at a is redeployed with the right model name
+        clock.now += 10
+        await model.generate(request("p1"))
+        assert [e for e in model.endpoints if e.base_url == A][0].problem is not None  # not yet
+        clock.now += 30
+        for i in range(4):
+            await model.generate(request(f"q{i}"))
+        assert [e for e in model.endpoints if e.base_url == A][0].problem is None
+        assert any(r.url.host == "a" for r in good.chats())
+    finally:
+        await model.aclose()
