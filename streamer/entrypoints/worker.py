@@ -105,6 +105,12 @@ def flow_stats(flow: UpdateFlow) -> dict[str, object]:
         "in_flight": flow.scheduler.busy,
         "updates_in_flight": flow.scheduler.updates,
         "owned_partitions": flow.ownership.sorted(),
+        "model_endpoints": [
+            {"base_url": e.base_url, "engine": e.engine, "healthy": e.healthy,
+             "breaker": e.breaker, "outstanding": e.outstanding, "server_queue": e.server_queue,
+             "problem": e.problem, "requests": e.requests, "failures": e.failures}
+            for e in getattr(flow.scheduler.model, "endpoints", None) or []
+        ],
     }
 
 
