@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+import httpx
 import pytest
 
 from schemas import INTERACTION_ADAPTER
@@ -25,6 +26,7 @@ from streamer.settings import CassandraSettings
 from tests.e2e.harness import (
     Stack,
     TopicReader,
+    free_port,
     produce,
     start_llamacpp,
     start_standin,
@@ -43,9 +45,10 @@ def clickstream(n_users: int, seed: int) -> dict[str, list]:
 async def run_worker(stack: Stack, log_dir, model_proc, per_user, *, timeout_s: float,
                      env: dict[str, str] | None = None):
     """Produce ``per_user``, run one worker until every event is announced; returns the
-    change events per user and what the store holds."""
+    change events per user, what the store holds, the worker and its ``/stats``."""
     await stack.ensure_topics()
-    worker = stack.start_worker(log_dir, env=env)
+    port = free_port()
+    worker = stack.start_worker(log_dir, env=env, port=port)
     procs = [model_proc, worker]
     settings = CassandraSettings(port=stack.cassandra_port, keyspace=stack.keyspace)
     try:
@@ -59,12 +62,13 @@ async def run_worker(stack: Stack, log_dir, model_proc, per_user, *, timeout_s: 
         by_user = defaultdict(list)
         for c in changes:
             by_user[c.user_id].append(c)
+        stats = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=10).json()
         store = CassandraProfileStore.from_settings(settings, migrate_schema=False)
         try:
             current = {uid: await store.read_current_row(uid) for uid in per_user}
         finally:
             await store.aclose()
-        return by_user, current, worker
+        return by_user, current, worker, stats
     finally:
         for p in procs:
             p.stop()
@@ -87,8 +91,8 @@ async def test_worker_against_each_engines_reply_shape(kafka_bootstrap, cassandr
     standin, base = start_standin(tmp_path, "--reply-shape", shape, "--ttft-ms", "10")
     per_user = clickstream(4, seed=5)
     stack = Stack(kafka_bootstrap, cassandra_port, unique, [base])
-    by_user, current, worker = await run_worker(stack, tmp_path, standin, per_user,
-                                                timeout_s=120)
+    by_user, current, worker, _ = await run_worker(stack, tmp_path, standin, per_user,
+                                                   timeout_s=120)
     assert_every_event_once(by_user, per_user)
     for uid, row in current.items():
         assert row is not None and row.summary.strip() and "think" not in row.summary, uid
@@ -112,8 +116,8 @@ async def test_worker_with_a_real_llamacpp_server_stores_real_model_text(
         "STREAMER_MODEL__MAX_CONCURRENCY": "2",
         "STREAMER_MODEL__EXTRA_BODY": json.dumps({"grammar": SUMMARY_GRAMMAR, "seed": 3}),
     }
-    by_user, current, worker = await run_worker(stack, tmp_path, server, per_user,
-                                                timeout_s=420, env=env)
+    by_user, current, worker, stats = await run_worker(stack, tmp_path, server, per_user,
+                                                       timeout_s=420, env=env)
     assert_every_event_once(by_user, per_user)
     texts = [c.summary for cs in by_user.values() for c in cs if c.model == DEFAULT_ALIAS]
     assert texts, "no version was written by the real model"
@@ -125,3 +129,6 @@ async def test_worker_with_a_real_llamacpp_server_stores_real_model_text(
     for uid, row in current.items():
         assert row is not None and row.summary == by_user[uid][-1].summary
     assert ": llamacpp, context 4096, tokenize template, load metrics" in worker.log_tail(400)
+    [endpoint] = stats["model_endpoints"]
+    assert endpoint["engine"] == "llamacpp" and endpoint["problem"] is None
+    assert endpoint["requests"] >= len(texts) and endpoint["healthy"]
