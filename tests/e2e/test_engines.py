@@ -7,7 +7,9 @@ Real Kafka and real Cassandra in every test.  The model side is:
   the worker's engine detection and reply parsing are exercised as in production;
 - llama.cpp's own server (``xllamacpp``) with SmolLM2-135M-Instruct: real weights, real text.  A
   tiny general model, so ``STREAMER_MODEL__REASONING=optional`` and a llama.cpp grammar passed
-  through ``STREAMER_MODEL__EXTRA_BODY`` bounds its replies (else it often runs to max_tokens).
+  through ``STREAMER_MODEL__EXTRA_BODY`` bounds its replies (else it often runs to max_tokens);
+  and once with ``REASONING=required``, a grammar forcing a think block and the server's
+  reasoning parser splitting it out, as vLLM's does for AlignXplore+.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pytest
 
 from schemas import INTERACTION_ADAPTER
 from streamer.adapters.cassandra.store import CassandraProfileStore, connect
-from streamer.devtools.llamacpp import DEFAULT_ALIAS, SUMMARY_GRAMMAR
+from streamer.devtools.llamacpp import DEFAULT_ALIAS, SUMMARY_GRAMMAR, THINK_GRAMMAR
 from streamer.devtools.synthetic import generate_events
 from streamer.settings import CassandraSettings
 from tests.e2e.harness import (
@@ -132,3 +134,32 @@ async def test_worker_with_a_real_llamacpp_server_stores_real_model_text(
     [endpoint] = stats["model_endpoints"]
     assert endpoint["engine"] == "llamacpp" and endpoint["problem"] is None
     assert endpoint["requests"] >= len(texts) and endpoint["healthy"]
+
+
+async def test_worker_parses_thinking_split_out_by_a_real_llamacpp_server(
+        kafka_bootstrap, cassandra_port, unique, tmp_path):
+    """The AlignXplore+ path (``REASONING=required``) end to end on real weights: a grammar makes
+    SmolLM2 write a think block, llama.cpp's reasoning parser moves it to reasoning_content,
+    and the worker stores only the summary after it."""
+    server, base = start_llamacpp(tmp_path, "--parallel", "2", "--ctx-per-slot", "4096",
+                                  "--think-template")
+    per_user = clickstream(2, seed=4)
+    stack = Stack(kafka_bootstrap, cassandra_port, unique, [base])
+    env = {
+        "STREAMER_MODEL__MODEL": DEFAULT_ALIAS,
+        "STREAMER_MODEL__REASONING": "required",
+        "STREAMER_MODEL__CONTEXT_TOKENS": "4096",
+        "STREAMER_MODEL__MAX_TOKENS": "600",  # the grammar's longest reply is shorter
+        "STREAMER_MODEL__REPETITION_PENALTY": "1.3",
+        "STREAMER_MODEL__MAX_SUMMARY_CHARS": "2000",
+        "STREAMER_MODEL__EXTRA_BODY": json.dumps({"grammar": THINK_GRAMMAR, "seed": 5}),
+    }
+    by_user, current, worker, _ = await run_worker(stack, tmp_path, server, per_user,
+                                                   timeout_s=420, env=env)
+    assert_every_event_once(by_user, per_user)
+    written = [c for cs in by_user.values() for c in cs if c.model == DEFAULT_ALIAS]
+    assert written, "no version was written by the real model"
+    for c in written:
+        assert 0 < len(c.summary) <= 240  # the part after </think>, nothing of the thinking
+        assert "<think>" not in c.summary and "</think>" not in c.summary
+    assert "no_think_close" not in worker.log_tail(400)
