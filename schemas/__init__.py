@@ -9,14 +9,16 @@ from .events import (
     Impression,
     Interaction,
     InteractionBase,
+    JudgedPairs,
     PairwiseChoice,
+    QualityScore,
     Rating,
     SummaryChanged,
     SummaryUpdateFailed,
     TokenUsage,
 )
 from .items import Item
-from .records import SummaryRecord
+from .records import SummaryRecord, WindowTriple
 
 __all__ = [
     "Click",
@@ -28,10 +30,13 @@ __all__ = [
     "Interaction",
     "InteractionBase",
     "Item",
+    "JudgedPairs",
     "PairwiseChoice",
+    "QualityScore",
     "Rating",
     "SummaryChanged",
     "SummaryRecord",
     "SummaryUpdateFailed",
     "TokenUsage",
+    "WindowTriple",
 ]

@@ -97,6 +97,33 @@ class TokenUsage(Contract):
     completion_tokens: int = Field(ge=0)
 
 
+class JudgedPairs(Contract):
+    """How well one summary predicted a window's pairwise choices (paper §6 judge protocol)."""
+
+    pairs: int = Field(ge=1, description="Pairwise choices judged.")
+    correct: int = Field(ge=0, description="Pairs where the judge picked the user's choice.")
+    accuracy: float = Field(ge=0, le=1)
+    mean_p_correct: float = Field(
+        ge=0, le=1, description="Mean probability the judge gave the user's actual choice.")
+
+
+class QualityScore(Contract):
+    """The previous summary scored on the next window: the judge predicts each of the window's
+    pairwise choices from the summary.  Only versions that had a previous summary and a window
+    with pairs carry one; a first version never has a score."""
+
+    judge: str = Field(description="Judge model (or the labelled CPU baseline judge).")
+    scored_version: int = Field(ge=1, description="The version whose summary was judged.")
+    summary_age_s: float = Field(ge=0, description="Age of that summary when it was judged.")
+    summary: JudgedPairs = Field(description="With the summary in the judge prompt.")
+    no_summary: JudgedPairs | None = Field(
+        default=None, description="The same pairs with an empty summary (on a sample): the lift "
+                                  "is summary.accuracy - no_summary.accuracy.")
+    judge_calls: int = Field(ge=0, description="Judge calls made (accounted apart from updates).")
+    judge_prompt_tokens: int = Field(ge=0)
+    judge_completion_tokens: int = Field(ge=0)
+
+
 class SummaryChanged(Contract):
     """Published to ``profiles.summaries.v1`` (keyed by user_id) for every stored version."""
 
@@ -116,6 +143,10 @@ class SummaryChanged(Contract):
     usage: TokenUsage
     latency_ms: float = Field(ge=0, description="Wall time of the model call(s).")
     occurred_at: AwareDatetime = Field(description="When the version was stored.")
+    quality: QualityScore | None = Field(
+        default=None, description="The previous summary scored on this window (optional: "
+                                  "first versions, windows without pairs and unsampled ones "
+                                  "carry none).")
 
 
 class SummaryUpdateFailed(Contract):

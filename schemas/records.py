@@ -7,7 +7,15 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 
 from .base import Contract
-from .events import EventId, TokenUsage, UserId
+from .events import EventId, QualityScore, TokenUsage, UserId
+
+
+class WindowTriple(Contract):
+    """One interaction of a version's window as the model saw it (query, chosen, rejected)."""
+
+    query: str
+    chosen: str
+    rejected: str
 
 
 class SummaryRecord(Contract):
@@ -30,3 +38,9 @@ class SummaryRecord(Contract):
     usage: TokenUsage
     latency_ms: float = Field(ge=0)
     created_at: AwareDatetime
+    quality: QualityScore | None = Field(
+        default=None, description="The previous version's summary scored on this version's window.")
+    triples: tuple[WindowTriple, ...] = Field(
+        default=(), description="The window as the model saw it (kept when "
+                                "STREAMER_QUALITY__KEEP_TRIPLES is on): with the previous "
+                                "summary, the score and this summary, a training record.")

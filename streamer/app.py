@@ -38,6 +38,7 @@ from .errors import ConfigurationError, TopicMismatchError
 from .ports import (
     ChangePublisher,
     DeadLetterSink,
+    Judge,
     PendingBuffer,
     ReadableProfileStore,
     RecordSender,
@@ -47,6 +48,7 @@ from .ports import (
 from .services.flow import UpdateFlow
 from .services.ownership import Ownership
 from .services.policy import RetryPolicy
+from .services.quality import QualityPolicy, QualityScorer
 from .services.scheduler import BudgetedModel, Scheduler
 from .services.updater import ProfileUpdater, UpdatePolicy
 from .settings import ModelSettings, Settings, WindowSettings
@@ -253,9 +255,14 @@ def build_flow(
     flight); ``window`` overrides ``settings.window`` (replay closes windows on event time)."""
     window = window or settings.window
     budget = BudgetedModel(model, settings.model.max_concurrency)
+    judge = build_judge(settings, model)
+    scorer = (QualityScorer(judge, QualityPolicy.from_settings(settings.quality),
+                            spare_slot=budget.spare_slot, telemetry=telemetry)
+              if judge is not None else None)
     updater = ProfileUpdater(store, budget, publisher,
                              UpdatePolicy.from_settings(window, settings.model),
-                             token_counter=token_counter, telemetry=telemetry)
+                             token_counter=token_counter, telemetry=telemetry, scorer=scorer,
+                             keep_triples=settings.quality.keep_triples)
     index = PendingIndex(window_rules(window))
     scheduler = Scheduler(
         index, buffer, updater, publisher,
@@ -482,8 +489,40 @@ def build_eval(
                                    model_id=summarizer_model, health_checks=False))
     if baseline or not summarizer_url:
         engines.append(baseline_model())
-    return Evaluation([eval_updater(settings, e) for e in engines], judge_url=judge_url,
-                      judge_model=judge_model)
+    return Evaluation([eval_updater(settings, e) for e in engines],
+                      judge=pool_judge(settings, base_urls=[judge_url], model_id=judge_model))
+
+
+def pool_judge(settings: Settings, *, base_urls: Sequence[str],
+               model_id: str) -> Judge:
+    """The paper's judge over its own OpenAI-compatible pool client."""
+    from .adapters.llm.client import OpenAICompatSummaryModel
+    from .adapters.llm.judge import PoolJudge
+
+    client = OpenAICompatSummaryModel.from_settings(settings.model.model_copy(update={
+        "base_urls": list(base_urls), "model": model_id, "extra_body": {}}))
+    client.health_interval_s = None
+    return PoolJudge(client, extra_body=settings.quality.judge_extra_body)
+
+
+def build_judge(settings: Settings, model: SummaryModel) -> Judge | None:
+    """The judge of the live quality score: None when scoring is off
+    (``STREAMER_QUALITY__SAMPLE_RATE=0``); the labelled CPU baseline judge when asked for
+    (``JUDGE_MODEL=baseline``) or when the summarizer is the baseline with no judge configured
+    (the demo); else the paper's judge on ``JUDGE_URLS`` or, by default, the model pool."""
+    q = settings.quality
+    if q.sample_rate <= 0:
+        return None
+    from .adapters.llm.judge import BaselineJudge, PoolJudge
+
+    if q.judge_model == "baseline" or (not q.judge_urls and not hasattr(model, "chat")):
+        return BaselineJudge()
+    name = q.judge_model or settings.model.model
+    if q.judge_urls or name != getattr(model, "model", name):
+        return pool_judge(settings, base_urls=q.judge_urls or settings.model.base_urls,
+                          model_id=name)
+    # the same pool client: same routing, health and breakers
+    return PoolJudge(model, extra_body=q.judge_extra_body)
 
 
 def eval_updater(settings: Settings, model: SummaryModel) -> ProfileUpdater:

@@ -6,13 +6,14 @@ chooses which.  Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from schemas import SummaryChanged, SummaryRecord, SummaryUpdateFailed
 
+from .domain.judge import JudgeItem, Verdict
 from .domain.prompt import Prompt
 from .domain.triples import Triple
 
@@ -38,6 +39,7 @@ class ModelReply:
     finish_reason: str | None = None
     latency_ms: float = 0.0
     reasoning: str | None = None  # the thinking, when the server split it out of the text
+    top_logprobs: tuple[tuple[tuple[str, float], ...], ...] = ()  # per token, when asked for
 
 
 class SummaryModel(Protocol):
@@ -98,6 +100,19 @@ class ReadableProfileStore(ProfileStore, Protocol):
     async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
         """The highest version with ``created_at <= when`` (aware), or None."""
         ...
+
+    def scan_history(self) -> AsyncIterator[SummaryRecord]:
+        """Every stored version of every user (reports and exports: a full scan)."""
+        ...
+
+
+class Judge(Protocol):
+    """Answers one pairwise question from a summary (the paper's judge, §6.1): a model over
+    HTTP, or the labelled CPU baseline judge."""
+
+    name: str
+
+    async def judge(self, item: JudgeItem) -> Verdict: ...
 
 
 TokenCounter = Callable[[Prompt], Awaitable[int | None]]

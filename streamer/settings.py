@@ -179,6 +179,34 @@ class WindowSettings(_Section):
     """Events more than this in the future are dead-lettered (`timestamp_in_future`)."""
 
 
+class QualitySettings(_Section):
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    """Share of windows whose previous summary the judge scores on the window's pairwise
+    choices (a deterministic hash of user and version); 0 turns the quality score off."""
+    baseline_rate: float = Field(0.1, ge=0, le=1)
+    """Share of scored windows also judged with an empty summary (the no-summary baseline)."""
+    max_pairs: int = Field(8, ge=1)
+    """Pairs judged per window at most (one short judge call each)."""
+    max_concurrency: int = Field(4, ge=1)
+    """Judge calls in flight per worker; they start only while the model budget has a free
+    slot (updates first), else the window goes unscored."""
+    timeout_s: float = Field(60.0, gt=0)
+    """A window's judging gives up after this long; the version is stored unscored."""
+    judge_urls: list[str] = []
+    """OpenAI-compatible endpoints of the judge (JSON list); empty: the model pool itself."""
+    judge_model: str | None = None
+    """Judge model id; unset: `STREAMER_MODEL__MODEL`.  `baseline` is the labelled CPU baseline
+    judge (term overlap, not a language model): the default of the embedded demo."""
+    judge_extra_body: dict[str, Any] = {}
+    """Extra top-level fields of every judge call (JSON object), e.g. a llama.cpp `grammar`
+    that holds a small judge to `{"selection": "Item A"}`."""
+    seed: int = 0
+    """Seed of the sampling and of the A/B order of judged pairs."""
+    keep_triples: bool = True
+    """Store each version's window as the model saw it (its triples), so that `streamer
+    export-training` can write (previous summary, triples, score, summary) records."""
+
+
 class ApiSettings(_Section):
     host: str = "0.0.0.0"
     """Address the read API (`streamer api`) listens on."""
@@ -213,4 +241,5 @@ class Settings(BaseSettings):
     cassandra: CassandraSettings = CassandraSettings()
     model: ModelSettings = ModelSettings()
     window: WindowSettings = WindowSettings()
+    quality: QualitySettings = QualitySettings()
     api: ApiSettings = ApiSettings()

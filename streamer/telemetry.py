@@ -38,6 +38,7 @@ _window_span: ContextVar[Span | None] = ContextVar("prefstream_window_span", def
 _SECONDS_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 _FRESHNESS_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 86400)
 _EVENT_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+_UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +134,28 @@ class Telemetry:
         self.buffered = meter.create_counter(
             "streamer_buffered_events_total",
             description="Valid input events written to the durable pending buffer.")
+        self.quality_windows = meter.create_counter(
+            "streamer_quality_windows_total",
+            description="Windows whose previous summary was judged, by outcome (scored, "
+                        "skipped_busy, failed).")
+        self.judge_calls = meter.create_counter(
+            "streamer_judge_calls_total", description="Judge calls of the quality score.")
+        self.judge_tokens = meter.create_counter(
+            "streamer_judge_tokens_total",
+            description="Judge tokens by kind (prompt, completion), apart from update tokens.")
+        self.quality_accuracy = meter.create_histogram(
+            "streamer_quality_accuracy",
+            description="Per scored window: the judge's accuracy on the window's choices given "
+                        "the previous summary, by summary age.",
+            explicit_bucket_boundaries_advisory=_UNIT_BUCKETS)
+        self.quality_p_correct = meter.create_histogram(
+            "streamer_quality_p_correct",
+            description="Per scored window: mean probability of the user's choice, by summary "
+                        "age.", explicit_bucket_boundaries_advisory=_UNIT_BUCKETS)
+        self.quality_no_summary = meter.create_histogram(
+            "streamer_quality_accuracy_no_summary",
+            description="The same windows' accuracy with an empty summary (on a sample).",
+            explicit_bucket_boundaries_advisory=_UNIT_BUCKETS)
         for name, description in (
             ("streamer_pool_in_flight", "Window updates (model calls) in flight."),
             ("streamer_pool_saturated", "1 while every update slot is busy (windows grow)."),
@@ -195,6 +218,23 @@ class Telemetry:
 
     def record_dead_letter(self, reason: str) -> None:
         self.dead_letters.add(1, {"reason": reason})
+
+    def record_quality_outcome(self, outcome: str) -> None:
+        self.quality_windows.add(1, {"outcome": outcome})
+
+    def record_quality(self, *, accuracy: float, p_correct: float, no_summary: float | None,
+                       age: str, judge: str, calls: int, prompt_tokens: int,
+                       completion_tokens: int) -> None:
+        self.quality_windows.add(1, {"outcome": "scored"})
+        self.quality_accuracy.record(accuracy, {"summary_age": age})
+        self.quality_p_correct.record(p_correct, {"summary_age": age})
+        if no_summary is not None:
+            self.quality_no_summary.record(no_summary)
+        self.judge_calls.add(calls, {"judge": judge})
+        if prompt_tokens:
+            self.judge_tokens.add(prompt_tokens, {"kind": "prompt"})
+        if completion_tokens:
+            self.judge_tokens.add(completion_tokens, {"kind": "completion"})
 
     def record_freshness(self, seconds: float) -> None:
         self.freshness.record(max(0.0, seconds))

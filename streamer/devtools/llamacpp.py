@@ -52,6 +52,9 @@ THINK_GRAMMAR = r'root ::= "<think>\n" [^<]{16,300} "\n</think>\n\n" [^<]{16,240
 """GBNF (a request's ``grammar``) forcing a think block, then a summary: a 135M chat model never
 writes ``<think>`` by itself."""
 
+SELECTION_GRAMMAR = r'root ::= "{\"selection\": \"Item " ("A" | "B") "\"}"'
+"""GBNF holding a small judge to the reply format ``{"selection": "Item A"}``."""
+
 SUMMARY_GRAMMAR = r"root ::= [^<]{16,400}"
 """GBNF bounding a reply to 400 characters without tags: a token is at least one character, so
 with ``max_tokens`` >= 400 the reply always ends by itself (``finish_reason: stop``); a tiny
@@ -150,8 +153,10 @@ def run_demo(users: int, sqlite: str) -> int:
           f"== {len(lines)} events of {len(picked)} users; a few seconds per update", flush=True)
     with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
         f.write("\n".join(lines) + "\n")
-    env = {**os.environ, **DEMO_ENV, "STREAMER_MODEL__EXTRA_BODY": json.dumps(
-        {"grammar": SUMMARY_GRAMMAR, "seed": 7})}
+    env = {**os.environ, **DEMO_ENV,
+           "STREAMER_MODEL__EXTRA_BODY": json.dumps({"grammar": SUMMARY_GRAMMAR, "seed": 7}),
+           # the same tiny model judges the summaries (held to the reply format)
+           "STREAMER_QUALITY__JUDGE_EXTRA_BODY": json.dumps({"grammar": SELECTION_GRAMMAR})}
     try:
         return subprocess.call([sys.executable, "-m", "streamer", "replay", f.name,
                                 "--model-url", f"{url}/v1", "--sqlite", sqlite,

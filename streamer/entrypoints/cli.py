@@ -18,6 +18,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -167,6 +168,10 @@ def replay(path: Path | None, model_url: str | None, sqlite: str, window_events:
         raise click.BadParameter(f"no such file: {path} (generate one with "
                                  "`python -m streamer.devtools.synthetic`)", param_hint="PATH")
     lines = read_lines(path)
+    if not model_url and settings.quality.judge_model is None and not settings.quality.judge_urls:
+        # the demo's judge is the CPU baseline: free, so every window gets its no-summary twin
+        settings = settings.model_copy(update={"quality": settings.quality.model_copy(
+            update={"baseline_rate": 1.0})})
     model = build_model(settings, base_urls=[model_url]) if model_url else baseline_model()
     store = demo_store(sqlite)
     run = build_replay(settings, store=store, model=model, window_events=window_events,
@@ -426,6 +431,154 @@ def parked(action: str, user_id: str | None, window_id: str | None, limit: int) 
     code = asyncio.run(go())
     if code:
         sys.exit(code)
+
+
+# --- quality reports and training export ---------------------------------------------------
+
+
+class _IsoTime(click.ParamType):
+    """An ISO 8601 date or datetime; without a timezone it is UTC."""
+
+    name = "ISO-TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, datetime):
+            return value
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO date or datetime (e.g. 2026-06-01T12:00Z)",
+                      param, ctx)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _scan_options(fn: F) -> F:
+    for option in reversed([
+        click.option("--user", "users", multiple=True, metavar="ID",
+                     help="Only this user (repeatable)."),
+        click.option("--user-prefix", help="Only users whose id starts with this."),
+        click.option("--since", type=_IsoTime(), help="Only versions created at or after this "
+                                                      "(ISO; UTC without a timezone)."),
+        click.option("--until", type=_IsoTime(), help="Only versions created before this."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+async def _scan(settings: Settings, each: Callable[[Any], None], *, progress: bool) -> None:
+    """Feed every stored version of the configured store to ``each`` (tqdm on stderr)."""
+    from tqdm import tqdm
+
+    from ..app import build_store
+
+    store = build_store(settings)
+    try:
+        with tqdm(desc="scanning", unit="ver", disable=not progress, file=sys.stderr) as bar:
+            async for record in store.scan_history():
+                each(record)
+                bar.update()
+    finally:
+        await store.aclose()
+
+
+@cli.command()
+@_scan_options
+@click.option("--model", help="Only versions written by this summarizer model.")
+@click.option("--judge", help="Only scores given by this judge.")
+@click.option("--bucket", type=click.Choice(["hour", "day", "week"]), default="day",
+              show_default=True, help="Accuracy over time: bucket of created_at (UTC).")
+@click.option("--json", "as_json", is_flag=True, help="The report as one JSON object.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Also write PNG plots here (needs matplotlib: the bench extra).")
+@_errors
+def quality(users: tuple[str, ...], user_prefix: str | None, since: datetime | None,
+            until: datetime | None, no_progress: bool, model: str | None, judge: str | None,
+            bucket: str, as_json: bool, plots: Path | None) -> None:
+    """Report the stored quality scores: accuracy overall, over time, against summary age and
+    window size, the lift over no summary, and the judge's cost (exit 1 when nothing is
+    scored)."""
+    from ..evaluation.quality_report import (
+        MATPLOTLIB_MISSING,
+        Cohort,
+        QualityReport,
+        format_report,
+        write_plots,
+    )
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    cohort = Cohort(users=frozenset(users), user_prefix=user_prefix, model=model, judge=judge,
+                    since=since, until=until)
+    report = QualityReport(cohort=cohort, bucket=bucket)  # type: ignore[arg-type]
+    asyncio.run(_scan(settings, report.add, progress=not no_progress))
+    if not report.versions:
+        click.echo("the store holds no summary versions: nothing to report", err=True)
+        sys.exit(EX_FAILED)
+    if not report.scored:
+        click.echo(f"no scored version among the {report.in_cohort} versions of the cohort "
+                   f"({report.versions} scanned): scores need STREAMER_QUALITY__SAMPLE_RATE > 0 "
+                   "and a judge", err=True)
+        sys.exit(EX_FAILED)
+    click.echo(json.dumps(report.as_dict(), indent=2) if as_json else format_report(report))
+    if plots:
+        made = write_plots(report, plots)
+        if made is None:
+            click.echo(MATPLOTLIB_MISSING, err=True)
+        else:
+            click.echo(f"wrote {len(made)} plots: {', '.join(map(str, made))}", err=True)
+
+
+@cli.command(name="export-training")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.jsonl")
+@_scan_options
+@click.option("--scored-only", is_flag=True, help="Only versions whose window was scored.")
+@click.option("--min-pairs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Only windows with at least this many pairwise choices.")
+@_errors
+def export_training(out: Path, users: tuple[str, ...], user_prefix: str | None,
+                    since: datetime | None, until: datetime | None, no_progress: bool,
+                    scored_only: bool, min_pairs: int) -> None:
+    """Write (previous summary, window triples, score, summary, next score) training records,
+    one JSON line per version with a previous version (exit 1 when none is written)."""
+    from ..evaluation.quality_report import NO_TRIPLES_HINT, Cohort, ExportStats, training_records
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    cohort = Cohort(users=frozenset(users), user_prefix=user_prefix, since=since, until=until)
+    records: list[Any] = []
+    scanned = 0
+
+    def keep(record: Any) -> None:  # the cohort's users, all their versions (for the pairing)
+        nonlocal scanned
+        scanned += 1
+        if cohort.admits_user(record.user_id):
+            records.append(record)
+
+    asyncio.run(_scan(settings, keep, progress=not no_progress))
+    stats = ExportStats()
+    partial = out.with_name(out.name + ".partial")  # OUT appears only when complete
+    try:
+        with partial.open("w", encoding="utf-8") as f:
+            for line in training_records(records, cohort, scored_only=scored_only,
+                                         min_pairs=min_pairs, stats=stats):
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    skipped = stats.skipped()
+    if skipped:
+        click.echo("skipped: " + ", ".join(f"{k.replace('_', ' ')} {v}"
+                                           for k, v in skipped.items()), err=True)
+    if stats.no_triples:
+        click.echo(f"{stats.no_triples} version(s) without stored triples ({NO_TRIPLES_HINT})",
+                   err=True)
+    if not stats.written:
+        partial.unlink()
+        click.echo(f"no training record written ({scanned} versions scanned)", err=True)
+        sys.exit(EX_FAILED)
+    partial.replace(out)
+    click.echo(f"wrote {stats.written} training records to {out}")
 
 
 @cli.command()

@@ -171,7 +171,46 @@ def print_evolution(report: ReplayReport, *, users: int, out: TextIO | None = No
             text = textwrap.fill(change.summary, width=96, initial_indent="    ",
                                  subsequent_indent="    ")
             print(f"  v{change.version} ({len(change.event_ids)} events, {change.model})", file=out)
+            q = change.quality
+            if q is not None:
+                base = (f"; no summary {q.no_summary.accuracy:.0%}" if q.no_summary else "")
+                print(f"    [v{q.scored_version} predicted {q.summary.correct}/{q.summary.pairs} "
+                      f"of these choices{base}]", file=out)
             print(text, file=out)
+
+
+def print_quality(report: ReplayReport, *, users: int = 10, out: TextIO | None = None) -> None:
+    """How well each summary predicted the user's next window, per user and in aggregate,
+    against the same pairs judged with no summary (where that baseline was run)."""
+    out = out or sys.stdout
+    scored = [c for c in report.changes if c.quality is not None]
+    if not scored:
+        return
+    judge = scored[0].quality.judge if scored[0].quality else ""
+    print(f"\n=== how well each summary predicted the user's next choices (judge: {judge}) ===",
+          file=out)
+    rows: dict[str, list[int]] = {}
+    for c in scored:
+        q = c.quality
+        assert q is not None
+        row = rows.setdefault(c.user_id, [0, 0, 0, 0])  # correct, pairs, base correct, base pairs
+        row[0] += q.summary.correct
+        row[1] += q.summary.pairs
+        if q.no_summary is not None:
+            row[2] += q.no_summary.correct
+            row[3] += q.no_summary.pairs
+    for user_id, (ok, n, bok, bn) in sorted(rows.items())[:users]:
+        base = f"   no summary {bok / bn:6.1%}" if bn else ""
+        print(f"  {user_id:<14} {ok:>3}/{n:<3} {ok / n:6.1%}{base}", file=out)
+    if len(rows) > users:
+        print(f"  ... {len(rows) - users} more users (`streamer quality` reports them all)",
+              file=out)
+    ok, n = sum(r[0] for r in rows.values()), sum(r[1] for r in rows.values())
+    bok, bn = sum(r[2] for r in rows.values()), sum(r[3] for r in rows.values())
+    line = f"  {'all users':<14} {ok:>3}/{n:<3} {ok / n:6.1%}"
+    if bn:
+        line += f"   no summary {bok / bn:6.1%}   lift {ok / n - bok / bn:+.1%}"
+    print(line, file=out)
 
 
 def print_report(report: ReplayReport, *, engine: str, store: str, users: int,
@@ -182,6 +221,7 @@ def print_report(report: ReplayReport, *, engine: str, store: str, users: int,
         print("NOTE: summaries below come from the deterministic CPU BASELINE (term statistics),"
               " not from the AlignXplore+ model.", file=out)
     print_evolution(report, users=users, out=out)
+    print_quality(report, users=max(users, 8), out=out)
     invalid = sum(report.invalid.values())
     print(
         f"\nreplayed {report.events} records ({invalid} invalid: {dict(report.invalid)}; "

@@ -22,13 +22,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from schemas import Item, PairwiseChoice
 
+from ..domain.judge import JudgeItem
 from ..domain.triples import NO_NEGATIVE, to_triples
+from ..ports import Judge
 from ..services.updater import Outcome, ProfileUpdater
-from .judge import JudgeItem, parse_selection, prob_a, roc_auc, stage_chunks
+from .judge import roc_auc, stage_chunks
 
 log = logging.getLogger(__name__)
 
@@ -109,53 +109,26 @@ async def streaming_summary(
     return summary
 
 
-async def judge(
-    client: httpx.AsyncClient, base_url: str, model: str, item: JudgeItem
-) -> tuple[str | None, float, str]:
-    """Ask the judge; (selection, P(A), raw text).  Reference settings: non-thinking mode,
-    max_tokens 16, temperature 0.6, top_p 0.95, top_k 20, logprobs."""
-    body = {
-        "model": model,
-        "messages": item.messages(),
-        "max_tokens": 16,
-        "temperature": 0.6,
-        "top_p": 0.95,
-        "top_k": 20,
-        "logprobs": True,
-        "top_logprobs": 1,
-        "chat_template_kwargs": {"enable_thinking": False},
-    }
-    resp = await client.post(f"{base_url.rstrip('/')}/chat/completions", json=body)
-    resp.raise_for_status()
-    choice = resp.json()["choices"][0]
-    text = choice["message"]["content"] or ""
-    tokens = [
-        [(alt["token"], alt["logprob"]) for alt in (tok.get("top_logprobs") or [tok])]
-        for tok in ((choice.get("logprobs") or {}).get("content") or [])
-    ]
-    return parse_selection(text), prob_a(tokens or None), text
-
-
 class Evaluation:
     """One evaluation run: each summarizer (an update service on its own in-memory store, built
     by ``streamer.app.build_eval``) against the same judge."""
 
-    def __init__(self, updaters: Sequence[ProfileUpdater], *, judge_url: str,
-                 judge_model: str) -> None:
+    def __init__(self, updaters: Sequence[ProfileUpdater], *, judge: Judge) -> None:
         self.updaters = list(updaters)
-        self.judge_url = judge_url
-        self.judge_model = judge_model
+        self.judge = judge
 
     async def run(self, records: Sequence[BenchmarkRecord], *, dataset: str,
                   seed: int = 42) -> list[EvalReport]:
         reports = []
         for updater in self.updaters:
             try:
-                reports.append(await evaluate(records, updater=updater, judge_url=self.judge_url,
-                                              judge_model=self.judge_model, dataset=dataset,
-                                              seed=seed))
+                reports.append(await evaluate(records, updater=updater, judge=self.judge,
+                                              dataset=dataset, seed=seed))
             finally:
                 await updater.model.aclose()
+        close = getattr(self.judge, "aclose", None)
+        if close is not None:
+            await close()
         return reports
 
 
@@ -163,40 +136,40 @@ async def evaluate(
     records: Sequence[BenchmarkRecord],
     *,
     updater: ProfileUpdater,
-    judge_url: str,
-    judge_model: str,
+    judge: Judge,
     dataset: str,
     seed: int = 42,
     concurrency: int = 8,
 ) -> EvalReport:
-    report = EvalReport(engine=updater.model.name, judge=judge_model, dataset=dataset)
+    """Each record's streaming summary, then the judge's pairwise choice (the same judge as the
+    live quality score: :mod:`streamer.domain.judge`)."""
+    report = EvalReport(engine=updater.model.name, judge=judge.name, dataset=dataset)
     rng = random.Random(seed)
     orders = [rng.randint(0, 1) == 1 for _ in records]  # drawn up front: order-independent
     gate = asyncio.Semaphore(concurrency)
     labels: list[bool] = []
     scores: list[float] = []
 
-    async with httpx.AsyncClient(timeout=300) as client:
+    async def one(record: BenchmarkRecord, chosen_is_a: bool) -> dict[str, Any] | None:
+        if not record.history:
+            return None
+        async with gate:
+            summary = await streaming_summary(updater, record, dataset)
+            if summary is None:
+                return {"userid": record.userid, "failed_summary": True}
+            item = JudgeItem(
+                query=record.target.get("query") or "",
+                summary=summary,
+                chosen=str(record.target["chosen"]),
+                rejected=str(record.target["rejected"]),
+                chosen_is_a=chosen_is_a,
+            )
+            verdict = await judge.judge(item)
+        return {"userid": record.userid, "gold": item.gold, "selection": verdict.selection,
+                "p_a": 0.5 if verdict.p_a is None else verdict.p_a, "chosen_is_a": chosen_is_a,
+                "summary": summary}
 
-        async def one(record: BenchmarkRecord, chosen_is_a: bool) -> dict[str, Any] | None:
-            if not record.history:
-                return None
-            async with gate:
-                summary = await streaming_summary(updater, record, dataset)
-                if summary is None:
-                    return {"userid": record.userid, "failed_summary": True}
-                item = JudgeItem(
-                    query=record.target.get("query") or "",
-                    summary=summary,
-                    chosen=str(record.target["chosen"]),
-                    rejected=str(record.target["rejected"]),
-                    chosen_is_a=chosen_is_a,
-                )
-                selection, p_a, raw = await judge(client, judge_url, judge_model, item)
-            return {"userid": record.userid, "gold": item.gold, "selection": selection,
-                    "p_a": p_a, "chosen_is_a": chosen_is_a, "summary": summary, "raw": raw}
-
-        rows = await asyncio.gather(*(one(r, o) for r, o in zip(records, orders, strict=True)))
+    rows = await asyncio.gather(*(one(r, o) for r, o in zip(records, orders, strict=True)))
     for row in rows:
         if row is None:
             report.skipped_users += 1

@@ -21,12 +21,13 @@ with backoff until it recovers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,21 @@ class BudgetedModel:
 
     def __getattr__(self, name: str) -> Any:  # count_tokens, aclose... of the real model
         return getattr(self.inner, name)
+
+    @contextlib.asynccontextmanager
+    async def spare_slot(self) -> AsyncIterator[bool]:
+        """A model slot for lower-priority work (the quality judge) only if one is free right
+        now: yields True holding it, or False at once (updates are waiting or all slots busy)."""
+        if self._sem.locked():
+            yield False
+            return
+        await self._sem.acquire()
+        self.in_flight += 1
+        try:
+            yield True
+        finally:
+            self.in_flight -= 1
+            self._sem.release()
 
     async def generate(self, request: Any) -> Any:
         async with self._sem:

@@ -17,7 +17,14 @@ from typing import Literal
 
 from opentelemetry.trace import SpanKind
 
-from schemas import Interaction, SummaryChanged, SummaryRecord, TokenUsage
+from schemas import (
+    Interaction,
+    QualityScore,
+    SummaryChanged,
+    SummaryRecord,
+    TokenUsage,
+    WindowTriple,
+)
 
 from ..domain.budget import FitResult, estimate_tokens, fit_prompt_async
 from ..domain.output import OutputRejected, parse_summary
@@ -35,6 +42,7 @@ from ..ports import (
 )
 from ..settings import ModelSettings, WindowSettings, default_of
 from ..telemetry import Telemetry, WindowTrace
+from .quality import QualityScorer
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +114,12 @@ class ProfileUpdater:
         clock: Callable[[], datetime] = _utcnow,
         token_counter: TokenCounter | None = None,
         telemetry: Telemetry | None = None,
+        scorer: QualityScorer | None = None,
+        keep_triples: bool = False,
     ) -> None:
         self.telemetry = telemetry or Telemetry.noop()
+        self.scorer = scorer
+        self.keep_triples = keep_triples
         self.token_counter = token_counter
         self.store = store
         self.model = model
@@ -212,14 +224,26 @@ class ProfileUpdater:
                                 dropped_event_ids=record.dropped_event_ids)
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept,
                                 user_id=user_id)
-        reply, summary, attempts, rejections = await self._generate(request)
+        # the previous summary is judged on this window while the model writes the next one
+        scoring = (asyncio.create_task(self.scorer.score(current, conversion.triples))
+                   if self.scorer is not None and current is not None else None)
+        try:
+            reply, summary, attempts, rejections = await self._generate(request)
+        except BaseException:
+            if scoring is not None:
+                scoring.cancel()
+            raise
         if summary is None:  # the scheduler retries the window, and parks it after a bound
+            if scoring is not None:
+                scoring.cancel()
             return UpdateResult(
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
+        quality = await scoring if scoring is not None else None
         dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
         record = await self._store(user_id, current, fresh, summary, reply.model, reply,
-                                   dropped=dropped, trace=trace, guard=guard, digests=digests)
+                                   dropped=dropped, trace=trace, guard=guard, digests=digests,
+                                   quality=quality, triples=fit.kept)
         return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
                             dropped_event_ids=record.dropped_event_ids,
                             summary_too_long=fit.summary_too_long)
@@ -237,6 +261,8 @@ class ProfileUpdater:
         trace: WindowTrace | None = None,
         guard: Callable[[], None] | None = None,
         digests: Mapping[str, str] | None = None,
+        quality: QualityScore | None = None,
+        triples: Sequence[Triple] = (),
     ) -> SummaryRecord:
         """Append the next version (raises VersionConflictError) and publish its change event.
 
@@ -258,6 +284,9 @@ class ProfileUpdater:
             ),
             latency_ms=reply.latency_ms if reply else 0.0,
             created_at=_after(self.clock(), current.created_at if current else None),
+            quality=quality,
+            triples=tuple(WindowTriple(query=t.query, chosen=t.chosen, rejected=t.rejected)
+                          for t in triples) if self.keep_triples else (),
         )
         if guard is not None:
             guard()
@@ -393,4 +422,5 @@ def change_event(record: SummaryRecord) -> SummaryChanged:
         usage=record.usage,
         latency_ms=record.latency_ms,
         occurred_at=record.created_at,
+        quality=record.quality,
     )

@@ -149,6 +149,9 @@ class Stack:
             "STREAMER_LOG_LEVEL": "INFO",
             # the synthetic clickstream has fixed dates; keep them acceptable in any year
             "STREAMER_WINDOW__MAX_EVENT_AGE_S": str(20 * 365 * 86400),
+            # the quality judge has its own e2e test (test_quality.py); off here, so that the
+            # model servers see update calls only and the fault suite's counts stay exact
+            "STREAMER_QUALITY__SAMPLE_RATE": "0",
             **self.extra_env,
         }
 

@@ -8,10 +8,11 @@ import httpx
 
 from streamer.adapters.llm.baseline import BaselineSummaryModel
 from streamer.adapters.llm.client import OpenAICompatSummaryModel
+from streamer.adapters.llm.judge import PoolJudge
 from streamer.app import eval_updater
 from streamer.devtools.standin.server import StandinConfig, running_standin
+from streamer.domain.judge import JUDGE_SYSTEM
 from streamer.evaluation.benchmark import BUNDLED_SYNTHETIC, evaluate, load_benchmark
-from streamer.evaluation.judge import JUDGE_SYSTEM
 from streamer.settings import Settings
 from tests.e2e.harness import ROOT
 
@@ -22,10 +23,12 @@ async def test_eval_runs_both_stages_and_judges_every_user():
             running_standin() as summarizer:
         model = OpenAICompatSummaryModel([f"{summarizer}/v1"], model="VanillaH1/AlignXplore-Plus",
                                          health_interval_s=None)
+        judge_pool = PoolJudge(OpenAICompatSummaryModel([f"{judge}/v1"], model="Qwen/Qwen3-8B",
+                                                        health_interval_s=None))
         report = await evaluate(records, updater=eval_updater(Settings(), model),
-                                judge_url=f"{judge}/v1",
-                                judge_model="Qwen/Qwen3-8B", dataset="synthetic")
+                                judge=judge_pool, dataset="synthetic")
         await model.aclose()
+        await judge_pool.aclose()
         async with httpx.AsyncClient() as client:
             stats = (await client.get(f"{summarizer}/admin/stats")).json()
             last = (await client.get(f"{judge}/admin/last")).json()
@@ -41,12 +44,14 @@ async def test_eval_runs_both_stages_and_judges_every_user():
 async def test_same_seed_same_questions_and_answers():
     records = load_benchmark(BUNDLED_SYNTHETIC)[:6]
     async with running_standin(StandinConfig(model="j")) as judge:
+        judge_pool = PoolJudge(OpenAICompatSummaryModel([f"{judge}/v1"], model="j",
+                                                        health_interval_s=None))
         runs = [
             await evaluate(records, updater=eval_updater(Settings(), BaselineSummaryModel()),
-                           judge_url=f"{judge}/v1", judge_model="j", dataset="synthetic",
-                           seed=seed)
+                           judge=judge_pool, dataset="synthetic", seed=seed)
             for seed in (42, 42, 7)
         ]
+        await judge_pool.aclose()
     orders = [[r["chosen_is_a"] for r in run.rows] for run in runs]
     assert orders[0] == orders[1] and [r["selection"] for r in runs[0].rows] == [
         r["selection"] for r in runs[1].rows]

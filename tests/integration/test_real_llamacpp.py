@@ -204,3 +204,28 @@ def test_streamer_doctor_exits_2_with_what_to_change(llamacpp):
 def test_streamer_doctor_exits_69_when_nothing_answers():
     code, [report] = _doctor(f"http://127.0.0.1:{free_port()}")
     assert code == 69 and not report["reachable"] and "cannot reach" in report["error"]
+
+
+async def test_the_real_small_model_works_as_the_quality_judge(llamacpp):
+    """The paper's judge protocol on real weights: non-thinking, 16 tokens, logprobs; a grammar
+    holds the 135M model to the reply format.  (It is a tiny model: it mostly answers A, so only
+    the protocol is checked, not its judgement.)"""
+    from streamer.adapters.llm.judge import PoolJudge
+    from streamer.devtools.llamacpp import SELECTION_GRAMMAR
+    from streamer.domain.judge import JudgeItem
+
+    pool = client(llamacpp)
+    judge = PoolJudge(pool, extra_body={"grammar": SELECTION_GRAMMAR})
+    try:
+        for chosen_is_a in (True, False):
+            item = JudgeItem("Please recommend a movie.", "Loves science fiction; dislikes romance.",
+                             "Title: Star Voyage, Genres: Sci-Fi",
+                             "Title: Love in Paris, Genres: Romance", chosen_is_a)
+            verdict = await judge.judge(item)
+            assert verdict.selection in ("Item A", "Item B")
+            assert verdict.p_a is not None and 0.0 < verdict.p_a < 1.0  # from the letter's logprob
+            assert verdict.p_correct(item) == pytest.approx(
+                verdict.p_a if chosen_is_a else 1 - verdict.p_a)
+            assert 100 < verdict.prompt_tokens and 0 < verdict.completion_tokens <= 16
+    finally:
+        await judge.aclose()

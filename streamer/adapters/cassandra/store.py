@@ -13,8 +13,9 @@ summary come from the history, so they never see a stale current row.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -36,9 +37,10 @@ from cassandra.cluster import (
     Session,
 )
 from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy
-from cassandra.query import BatchStatement, BatchType, PreparedStatement
+from cassandra.query import BatchStatement, BatchType, PreparedStatement, SimpleStatement
+from pydantic import TypeAdapter
 
-from schemas import SummaryRecord, TokenUsage
+from schemas import QualityScore, SummaryRecord, TokenUsage, WindowTriple
 
 from ...errors import StoreUnavailableError, VersionConflictError
 from ...settings import CassandraSettings, default_of
@@ -52,11 +54,13 @@ UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, Wri
 
 _COLUMNS = (
     "user_id, version, previous_version, summary, model, window_id, event_ids, "
-    "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at"
+    "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at, quality, triples"
 )
+_TRIPLES = TypeAdapter(tuple[WindowTriple, ...])
 _PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS.split(","))
 _NO_VERSION_BOUND = 2**31 - 1  # versions are CQL ``int``: ``version < this`` matches them all
 _AS_OF_SCAN_PAGE = 1000  # (version, created_at) pairs read per round trip by ``as_of``
+_SCAN_PAGE = 1000  # rows per page of a full history scan (scan_history)
 
 
 def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
@@ -229,6 +233,19 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._latest, (user_id,))
         return _to_record(rows[0]) if rows else None
 
+    async def scan_history(self) -> AsyncIterator[SummaryRecord]:
+        """Every stored version of every user (a full scan of the history table, in token
+        order, one driver page at a time): reports and exports, never the hot path."""
+        statement = SimpleStatement(f"SELECT {_COLUMNS} FROM {self.keyspace}.summary_history",
+                                    fetch_size=_SCAN_PAGE)
+        rows = iter(await asyncio.to_thread(self._session.execute, statement))
+        while True:
+            page = await asyncio.to_thread(lambda: list(itertools.islice(rows, _SCAN_PAGE)))
+            for row in page:
+                yield _to_record(row)
+            if len(page) < _SCAN_PAGE:
+                return
+
     async def read_current_row(self, user_id: str) -> SummaryRecord | None:
         """The ``summaries_current`` row (the read path), which may lag after a crash."""
         rows = await _execute(self._session, self._current, (user_id,))
@@ -351,6 +368,8 @@ def _to_values(r: SummaryRecord) -> tuple[Any, ...]:
         r.usage.completion_tokens,
         r.latency_ms,
         r.created_at,
+        r.quality.model_dump_json() if r.quality is not None else None,
+        _TRIPLES.dump_json(r.triples).decode() if r.triples else None,
     )
 
 
@@ -372,4 +391,6 @@ def _to_record(row: Any) -> SummaryRecord:
         ),
         latency_ms=row.latency_ms or 0.0,
         created_at=created,
+        quality=QualityScore.model_validate_json(row.quality) if row.quality else None,
+        triples=_TRIPLES.validate_json(row.triples) if row.triples else (),
     )

@@ -209,6 +209,21 @@ def _reasoning(message: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _top_logprobs(logprobs: Any) -> tuple[tuple[tuple[str, float], ...], ...]:
+    """Per generated token, its (token, logprob) alternatives (``top_logprobs``, else the token
+    itself), from an OpenAI ``choice.logprobs``; () when absent or malformed."""
+    content = logprobs.get("content") if isinstance(logprobs, Mapping) else None
+    out = []
+    for tok in content if isinstance(content, list) else ():
+        if not isinstance(tok, Mapping):
+            continue
+        alternatives = tok.get("top_logprobs") or [tok]
+        out.append(tuple((str(a["token"]), float(a["logprob"])) for a in alternatives
+                         if isinstance(a, Mapping) and isinstance(a.get("logprob"), int | float)
+                         and "token" in a))
+    return tuple(out)
+
+
 def _M(name: str) -> Any:  # noqa: N802 - reads as the settings default it is
     return default_of(ModelSettings, name)
 
@@ -758,15 +773,29 @@ class OpenAICompatSummaryModel:
     def request_body(self, request: UpdateRequest, engine: Engine = "openai") -> dict[str, object]:
         """The chat-completions body: two messages, the reference sampling under ``engine``'s
         field names, thinking asked for explicitly."""
-        return {"model": self.model, "messages": request.prompt.messages(), "n": 1,
-                **self.sampling.fields(engine), **self.extra_body,
-                "chat_template_kwargs": {"enable_thinking": True}}
+        return self._body(request.prompt.messages(), self.sampling, self.extra_body, True, engine)
+
+    def _body(self, messages: Sequence[Mapping[str, str]], sampling: Sampling,
+              extra: Mapping[str, Any], thinking: bool, engine: Engine) -> dict[str, object]:
+        return {"model": self.model, "messages": [dict(m) for m in messages], "n": 1,
+                **sampling.fields(engine), **extra,
+                "chat_template_kwargs": {"enable_thinking": thinking}}
 
     async def generate(self, request: UpdateRequest) -> ModelReply:
+        """One update call: the reference sampling (and ``extra_body``), thinking on."""
+        return await self.chat(request.prompt.messages(), sampling=self.sampling,
+                               extra=self.extra_body, thinking=True, user_id=request.user_id)
+
+    async def chat(self, messages: Sequence[Mapping[str, str]], *, sampling: Sampling,
+                   extra: Mapping[str, Any] | None = None, thinking: bool = True,
+                   user_id: str | None = None) -> ModelReply:
+        """One chat call through the pool (routing, retries, breakers), with its own sampling
+        and extra fields: the update calls and the judge's short, non-thinking calls."""
         await self.start()
+        extra = extra or {}
         deadline = asyncio.get_running_loop().time() + self.timeout_s
-        key = _prompt_key(request.prompt.messages())
-        affinity = request.user_id if self.affinity == "user" else None
+        key = _prompt_key(messages)
+        affinity = user_id if self.affinity == "user" else None
         tried: set[str] = set()
         last_error: Exception | None = None
         attempts = self.max_retries + 1
@@ -784,8 +813,8 @@ class OpenAICompatSummaryModel:
                 continue
             tried.add(endpoint.base_url)
             try:
-                reply = await self._call(endpoint, self.request_body(
-                    request, self.engine_of(endpoint)), trial)
+                reply = await self._call(endpoint, self._body(
+                    messages, sampling, extra, thinking, self.engine_of(endpoint)), trial)
             except ModelUnavailableError as exc:
                 last_error = exc
                 if self._served_by.get(key) == endpoint.base_url:
@@ -937,6 +966,7 @@ class OpenAICompatSummaryModel:
                     finish_reason=choice.get("finish_reason"),
                     latency_ms=latency_ms,
                     reasoning=_reasoning(message),
+                    top_logprobs=_top_logprobs(choice.get("logprobs")),
                 )
             except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
                 outcome = False

@@ -6,6 +6,7 @@ process.  Not safe across processes; history is kept in full."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from schemas import SummaryRecord
@@ -39,6 +40,12 @@ class InMemoryProfileStore:
     async def applied_digests(self, user_id: str, event_ids) -> dict[str, str]:
         return {e: self.digests.get((user_id, e), "")
                 for e in await self.applied_event_ids(user_id, event_ids)}
+
+    async def scan_history(self) -> AsyncIterator[SummaryRecord]:
+        """Every stored version of every user, by user then version."""
+        for user_id in sorted(self.versions):
+            for record in list(self.versions[user_id]):
+                yield record
 
     async def history_page(
         self, user_id: str, limit: int, before_version: int | None = None

@@ -8,6 +8,7 @@ same transaction.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
@@ -56,6 +57,12 @@ class SqliteProfileStore:
             "SELECT record FROM summary_history WHERE user_id = ? ORDER BY version", (user_id,)
         ).fetchall()
         return [SummaryRecord.model_validate_json(r[0]) for r in rows]
+
+    async def scan_history(self) -> AsyncIterator[SummaryRecord]:
+        """Every stored version of every user, by user then version."""
+        for (record,) in self._db.execute(
+                "SELECT record FROM summary_history ORDER BY user_id, version").fetchall():
+            yield SummaryRecord.model_validate_json(record)
 
     async def history_page(
         self, user_id: str, limit: int, before_version: int | None = None

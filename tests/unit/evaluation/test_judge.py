@@ -1,6 +1,7 @@
 import math
 
-from streamer.evaluation.judge import JudgeItem, parse_selection, prob_a, roc_auc, stage_chunks
+from streamer.domain.judge import JudgeItem, parse_selection, prob_a
+from streamer.evaluation.judge import roc_auc, stage_chunks
 
 
 def test_judge_prompt_is_the_reference_layout():
