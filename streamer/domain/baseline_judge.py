@@ -10,9 +10,10 @@ weak ones. Each feature is looked up in the summary:
   (liked / "sometimes" / "lately more into" > 0, passed over < 0, by rank); a category liked in
   another domain counts at half weight (sci-fi books say something about sci-fi films);
 - any other text (free prose from a real model, or the excerpt a baseline summary carries) is
-  split into clauses; words of a clause with a negative cue (``dislikes``, ``skips``, ``not``,
-  ``no longer``, ...) count against an item, the others for it (plain word overlap, plus the
-  topic lexicon, so that "politics" in the prose matches a news item about a legislature).
+  split into clauses; in a clause, the words after a negative cue (``dislikes``, ``skips``,
+  ``not``, ``no longer``, ...) count against an item, the others for it (plain word overlap,
+  plus the topic lexicon, so that "politics" in the prose matches a news item about a
+  legislature).
 
 The score difference goes through a logistic. Nothing known about either item (an empty
 summary, i.e. the no-summary baseline, included) gives exactly 0.5. Pure and deterministic.
@@ -133,20 +134,24 @@ def _preferences(summary: str) -> _Preferences:
 
 
 def _add_prose(prefs: _Preferences, text: str, factor: float) -> None:
-    """Clause-level word overlap: negative-cue clauses count against, the others for."""
+    """Clause-level word overlap: what follows a negative cue counts against, the rest for."""
     if _THINK_CLOSE in text:
         text = text.split(_THINK_CLOSE)[-1]
     for clause in _CLAUSE_RE.split(text):
-        raw = {w.casefold().replace("\u2019", "'") for w in _RAW_WORD_RE.findall(clause)}
-        if not raw:
-            continue
-        sign = -1.0 if raw & _NEGATIVE_CUES else 1.0
-        words = {stem(w) for w in tokens(clause)} - _CUE_STEMS
-        for word in words:
-            prefs.words[word] = prefs.words.get(word, 0.0) + sign * factor
-            prefs.labels[word] = prefs.labels.get(word, 0.0) + sign * factor * PROSE_CATEGORY
-        for domain in TOPIC_LEXICON:
-            for topic in topic_scores(domain, [clause]):
-                key = stem(topic)
-                if key not in words:
-                    prefs.labels[key] = prefs.labels.get(key, 0.0) + sign * factor * PROSE_CATEGORY
+        raw = [w.casefold().replace("\u2019", "'") for w in _RAW_WORD_RE.findall(clause)]
+        cue = next((i for i, w in enumerate(raw) if w in _NEGATIVE_CUES), len(raw))
+        for part, sign in ((raw[:cue], 1.0), (raw[cue:], -1.0)):
+            if part:
+                _add_words(prefs, " ".join(part), sign * factor)
+
+
+def _add_words(prefs: _Preferences, text: str, weight: float) -> None:
+    words = {stem(w) for w in tokens(text)} - _CUE_STEMS
+    for word in words:
+        prefs.words[word] = prefs.words.get(word, 0.0) + weight
+        prefs.labels[word] = prefs.labels.get(word, 0.0) + weight * PROSE_CATEGORY
+    for domain in TOPIC_LEXICON:
+        for topic in topic_scores(domain, [text]):
+            key = stem(topic)
+            if key not in words:
+                prefs.labels[key] = prefs.labels.get(key, 0.0) + weight * PROSE_CATEGORY

@@ -140,3 +140,16 @@ def aggregate(items: Sequence[JudgeItem], verdicts: Sequence[Verdict]) -> Score:
     correct = sum(v.correct(i) for i, v in zip(items, verdicts, strict=True))
     mean = sum(v.p_correct(i) for i, v in zip(items, verdicts, strict=True)) / n if n else 0.0
     return Score(pairs=n, correct=correct, mean_p_correct=mean)
+
+
+AGE_BUCKETS: tuple[tuple[float, str], ...] = (
+    (60, "<1m"), (3600, "<1h"), (86400, "<1d"), (7 * 86400, "<1w"), (math.inf, ">=1w"))
+"""Summary-age buckets of the quality score (metrics label and ``streamer quality`` rows)."""
+
+
+def age_bucket(age_s: float) -> str:
+    """The :data:`AGE_BUCKETS` label of a summary age (low cardinality, for metrics)."""
+    for bound, label in AGE_BUCKETS:
+        if age_s < bound:
+            return label
+    return AGE_BUCKETS[-1][1]

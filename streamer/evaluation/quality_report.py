@@ -69,14 +69,13 @@ from typing import Any, Literal
 
 from schemas import QualityScore, SummaryRecord
 
+from ..domain.judge import AGE_BUCKETS, age_bucket
 from ..domain.triples import NO_NEGATIVE
 from ..services.rollback import ROLLBACK_MODEL
 
 Bucket = Literal["hour", "day", "week"]
 BUCKETS: tuple[Bucket, ...] = ("hour", "day", "week")
 
-AGE_BUCKETS: tuple[tuple[float, str], ...] = (
-    (60, "<1m"), (3600, "<1h"), (86400, "<1d"), (7 * 86400, "<1w"), (math.inf, ">=1w"))
 """(exclusive upper bound in seconds, label); the same labels as the live quality metrics."""
 
 SIZE_BUCKETS: tuple[tuple[int, str], ...] = ((1, "1"), (3, "2-3"), (7, "4-7"), (2**63, "8+"))
@@ -230,13 +229,6 @@ def bucket_label(start: datetime, bucket: Bucket) -> str:
         return start.strftime("%Y-%m-%d")
     year, week, _ = start.isocalendar()
     return f"{year}-W{week:02d}"
-
-
-def age_bucket(age_s: float) -> str:
-    for bound, label in AGE_BUCKETS:
-        if age_s < bound:
-            return label
-    return AGE_BUCKETS[-1][1]
 
 
 def size_bucket(pairs: int) -> str:

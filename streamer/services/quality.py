@@ -28,7 +28,7 @@ from typing import Any
 
 from schemas import JudgedPairs, QualityScore, SummaryRecord
 
-from ..domain.judge import JudgeItem, Score, Verdict, aggregate, judge_items
+from ..domain.judge import JudgeItem, Score, Verdict, age_bucket, aggregate, judge_items
 from ..domain.prompt import NOT_PROVIDED
 from ..domain.triples import Triple
 from ..ports import Judge
@@ -147,7 +147,7 @@ class QualityScorer:
         s.judge_completion_tokens += completion
         self.telemetry.record_quality(
             accuracy=summary.accuracy, p_correct=summary.mean_p_correct,
-            no_summary=baseline.accuracy if baseline else None, age=_age_bucket(age),
+            no_summary=baseline.accuracy if baseline else None, age=age_bucket(age),
             judge=self.judge.name, calls=len(asked), prompt_tokens=prompt,
             completion_tokens=completion)
         return QualityScore(
@@ -161,14 +161,3 @@ class QualityScorer:
 @contextlib.asynccontextmanager
 async def _always() -> AsyncIterator[bool]:
     yield True
-
-
-_AGE_BUCKETS = ((60, "<1m"), (3600, "<1h"), (86400, "<1d"), (7 * 86400, "<1w"))
-
-
-def _age_bucket(age_s: float) -> str:
-    """A low-cardinality label for accuracy against summary age."""
-    for bound, label in _AGE_BUCKETS:
-        if age_s < bound:
-            return label
-    return ">=1w"

@@ -1,12 +1,15 @@
 """The live quality score end to end: `streamer worker` with real Kafka and real Cassandra,
 the judge being the model pool itself (a stand-in answering the paper's judge prompt with
-logprobs); every version after the first carries the score of its predecessor."""
+logprobs); a user's second window scores the summary the first one wrote."""
 
 from __future__ import annotations
 
-from streamer.services.updater import NO_MODEL
-from tests.e2e.harness import Stack, start_standin
-from tests.e2e.test_engines import assert_every_event_once, clickstream, run_worker
+from collections import defaultdict
+
+from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.settings import CassandraSettings
+from tests.e2e.harness import Stack, TopicReader, produce, start_standin, wait_for_events_applied
+from tests.e2e.test_engines import clickstream
 
 
 async def test_worker_scores_each_previous_summary_on_the_next_window(
@@ -14,26 +17,51 @@ async def test_worker_scores_each_previous_summary_on_the_next_window(
     standin, base = start_standin(tmp_path, "--ttft-ms", "5")
     per_user = clickstream(4, seed=21)
     stack = Stack(kafka_bootstrap, cassandra_port, unique, [base])
-    env = {"STREAMER_QUALITY__SAMPLE_RATE": "1", "STREAMER_QUALITY__BASELINE_RATE": "1",
-           "STREAMER_WINDOW__MAX_EVENTS": "3"}
-    by_user, current, _worker, _ = await run_worker(stack, tmp_path, standin, per_user,
-                                                    timeout_s=180, env=env)
-    assert_every_event_once(by_user, per_user)
-    scored = 0
-    for cs in by_user.values():
-        assert cs[0].quality is None  # a first version: nothing to score
-        for prev, c in zip(cs, cs[1:], strict=False):
-            q = c.quality
-            if q is None:  # a window without a real rejected item asks the judge nothing
-                continue
-            scored += 1
-            assert q.scored_version == prev.version == c.version - 1
-            assert q.judge == "VanillaH1/AlignXplore-Plus"  # the pool itself
-            assert 1 <= q.summary.pairs <= 8 and 0 <= q.summary.correct <= q.summary.pairs
-            assert q.no_summary is not None and q.no_summary.pairs == q.summary.pairs
-            assert q.judge_calls == 2 * q.summary.pairs and q.judge_prompt_tokens > 0
-    assert scored >= 3
-    # what the store keeps is what was published (run_worker read each user's current row)
-    for uid, cs in by_user.items():
-        assert current[uid].quality == cs[-1].quality
-        assert current[uid].triples or current[uid].model == NO_MODEL
+    await stack.ensure_topics()
+    worker = stack.start_worker(tmp_path, env={
+        "STREAMER_QUALITY__SAMPLE_RATE": "1", "STREAMER_QUALITY__BASELINE_RATE": "1"})
+    procs = [standin, worker]
+    settings = CassandraSettings(port=cassandra_port, keyspace=stack.keyspace)
+    try:
+        async with TopicReader(kafka_bootstrap, stack.output_topic) as out:
+            for half in (0, 1):  # two windows per user: the second scores the first's summary
+                batch = {uid: events[: len(events) // 2] if half == 0
+                         else events[len(events) // 2:] for uid, events in per_user.items()}
+                await produce(kafka_bootstrap, stack.input_topic, [
+                    (uid.encode(), e.model_dump_json().encode())
+                    for uid, events in batch.items() for e in events])
+                expected = {e.event_id for events in batch.values() for e in events}
+                await wait_for_events_applied(out, expected, timeout_s=120, procs=procs)
+            changes = list({c.event_id: c for c in out.changes()}.values())
+        by_user = defaultdict(list)
+        for c in sorted(changes, key=lambda c: c.version):
+            by_user[c.user_id].append(c)
+        scored = 0
+        for cs in by_user.values():
+            assert cs[0].version == 1 and cs[0].quality is None  # nothing to score yet
+            for prev, c in zip(cs, cs[1:], strict=False):
+                q = c.quality
+                if q is None:  # a window without a real rejected item asks the judge nothing
+                    continue
+                scored += 1
+                assert q.scored_version == prev.version == c.version - 1
+                assert q.judge == "VanillaH1/AlignXplore-Plus"  # the model pool itself
+                assert 1 <= q.summary.pairs <= 8 and 0 <= q.summary.correct <= q.summary.pairs
+                assert q.no_summary is not None and q.no_summary.pairs == q.summary.pairs
+                assert q.judge_calls == 2 * q.summary.pairs and q.judge_prompt_tokens > 0
+        assert scored >= 3, by_user
+        # the store holds what was published, with the window's triples
+        store = CassandraProfileStore.from_settings(settings, migrate_schema=False)
+        try:
+            for uid, cs in by_user.items():
+                history = await store.history(uid)
+                assert [h.quality for h in history] == [c.quality for c in cs]
+                assert all(h.triples for h in history)
+        finally:
+            await store.aclose()
+    finally:
+        for p in procs:
+            p.stop()
+        cluster, session = connect(settings)
+        session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
+        cluster.shutdown()

@@ -28,7 +28,8 @@ def test_migrations_are_idempotent_and_recorded(cassandra_settings):
         rows = list(session.execute(
             f"SELECT version, name FROM {cassandra_settings.keyspace}.schema_migrations"))
         assert sorted(r.name for r in rows) == ["0001_summaries.cql", "0002_applied_events.cql",
-                                                  "0003_pending.cql", "0004_applied_digest.cql"]
+                                                  "0003_pending.cql", "0004_applied_digest.cql",
+                                                  "0005_quality.cql"]
     finally:
         cluster.shutdown()
 

@@ -1,8 +1,9 @@
 """The CPU baseline engine as a :class:`~streamer.ports.SummaryModel`.
 
-It is NOT AlignXplore+: it turns chosen-vs-rejected term statistics into sentences, so the demo
-runs on a laptop.  Its replies have the model's shape (``<think>...</think>`` then the summary)
-so they go through exactly the same parsing as real model output.
+It is NOT AlignXplore+: it turns chosen-vs-rejected statistics of genres, topics and words into
+a readable preference profile, so the demo runs on a laptop.  Its replies have the model's
+shape (``<think>...</think>`` then the summary) so they go through exactly the same parsing as
+real model output.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class BaselineSummaryModel:
     async def generate(self, request: UpdateRequest) -> ModelReply:
         started = time.perf_counter()
         summary = self._summarizer.summarize(request.previous_summary, request.triples)
-        reasoning = f"baseline: term statistics over {len(request.triples)} triples"
+        reasoning = (
+            f"baseline (not a language model): genre, topic and word statistics over "
+            f"{len(request.triples)} triples"
+        )
         text = f"<think>\n{reasoning}\n</think>\n\n{summary}"
         return ModelReply(
             text=text,
