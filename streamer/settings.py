@@ -192,6 +192,10 @@ class QualitySettings(_Section):
     slot (updates first), else the window goes unscored."""
     timeout_s: float = Field(60.0, gt=0)
     """A window's judging gives up after this long; the version is stored unscored."""
+    wait_s: float = Field(5.0, ge=0)
+    """The judging runs beside the update call; once that call is done, the new version waits
+    at most this long for its score, then is stored unscored (a slow judge never holds an
+    update back longer)."""
     judge_urls: list[str] = []
     """OpenAI-compatible endpoints of the judge (JSON list); empty: the model pool itself."""
     judge_model: str | None = None

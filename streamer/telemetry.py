@@ -137,7 +137,7 @@ class Telemetry:
         self.quality_windows = meter.create_counter(
             "streamer_quality_windows_total",
             description="Windows whose previous summary was judged, by outcome (scored, "
-                        "skipped_busy, failed).")
+                        "skipped_busy, failed, late).")
         self.judge_calls = meter.create_counter(
             "streamer_judge_calls_total", description="Judge calls of the quality score.")
         self.judge_tokens = meter.create_counter(

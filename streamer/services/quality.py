@@ -49,13 +49,14 @@ class QualityPolicy:
     max_pairs: int = _Q("max_pairs")
     max_concurrency: int = _Q("max_concurrency")
     timeout_s: float = _Q("timeout_s")
+    wait_s: float = _Q("wait_s")
     seed: int = _Q("seed")
 
     @classmethod
     def from_settings(cls, q: QualitySettings) -> QualityPolicy:
         return cls(sample_rate=q.sample_rate, baseline_rate=q.baseline_rate,
                    max_pairs=q.max_pairs, max_concurrency=q.max_concurrency,
-                   timeout_s=q.timeout_s, seed=q.seed)
+                   timeout_s=q.timeout_s, wait_s=q.wait_s, seed=q.seed)
 
 
 def _unit(*parts: object) -> float:
@@ -75,6 +76,7 @@ class QualityStats:
     unsampled: int = 0
     skipped_busy: int = 0
     failed: int = 0
+    late: int = 0
     judge_calls: int = 0
     judge_prompt_tokens: int = 0
     judge_completion_tokens: int = 0
@@ -95,6 +97,11 @@ class QualityScorer:
         self.clock = clock
         self.stats = QualityStats()
         self._gate = asyncio.Semaphore(self.policy.max_concurrency)
+
+    def late(self) -> None:
+        """A score that was not ready when its version was stored (``wait_s``)."""
+        self.stats.late += 1
+        self.telemetry.record_quality_outcome("late")
 
     def sampled(self, user_id: str, version: int) -> bool:
         return _unit(self.policy.seed, "score", user_id, version) < self.policy.sample_rate

@@ -239,7 +239,7 @@ class ProfileUpdater:
             return UpdateResult(
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
-        quality = await scoring if scoring is not None else None
+        quality = await self._score_of(scoring)
         dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
         record = await self._store(user_id, current, fresh, summary, reply.model, reply,
                                    dropped=dropped, trace=trace, guard=guard, digests=digests,
@@ -247,6 +247,19 @@ class ProfileUpdater:
         return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
                             dropped_event_ids=record.dropped_event_ids,
                             summary_too_long=fit.summary_too_long)
+
+    async def _score_of(self, scoring: asyncio.Task[QualityScore | None] | None
+                        ) -> QualityScore | None:
+        """The quality score, waited for at most ``wait_s`` after the update call (it ran
+        beside it); a score not ready by then is dropped: the version goes unscored."""
+        if scoring is None or self.scorer is None:
+            return None
+        done, _ = await asyncio.wait({scoring}, timeout=self.scorer.policy.wait_s)
+        if not done:
+            scoring.cancel()
+            self.scorer.late()
+            return None
+        return scoring.result()
 
     async def _store(
         self,

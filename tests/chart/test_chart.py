@@ -1050,3 +1050,23 @@ def test_worker_static_membership_uses_the_pod_name():
     assert ref == "metadata.name"
     off = env_of(_container(render(sets=("worker.staticMembership=false",)), "worker"))
     assert "STREAMER_KAFKA__GROUP_INSTANCE_ID" not in off
+
+
+# --------------------------------------------------------------------------- quality score
+
+
+def test_quality_score_is_on_by_default_and_its_knobs_render():
+    data = config_map_data(render())
+    assert data["STREAMER_QUALITY__SAMPLE_RATE"] == "1"
+    data = config_map_data(render(sets=(
+        "config.quality.sampleRate=0", "config.quality.judgeModel=baseline",
+        "config.quality.maxPairs=4", "config.quality.keepTriples=false")))
+    assert (data["STREAMER_QUALITY__SAMPLE_RATE"], data["STREAMER_QUALITY__JUDGE_MODEL"],
+            data["STREAMER_QUALITY__MAX_PAIRS"], data["STREAMER_QUALITY__KEEP_TRIPLES"]) == (
+        "0", "baseline", "4", "false")
+
+
+@pytest.mark.parametrize("bad", ["config.quality.sampleRate=2", "config.quality.maxPairs=0",
+                                 "config.quality.judgeUrls={ftp://x}"])
+def test_quality_score_limits_are_in_the_schema(bad):
+    assert "/config/quality/" in render_fails(sets=(bad,))

@@ -191,3 +191,17 @@ async def test_a_failing_judge_never_fails_the_update():
     result = await updater.apply("u1", [pairwise("b0")])
     assert result.record.version == 2 and result.record.quality is None
 
+
+
+async def test_a_slow_judge_holds_the_update_back_at_most_wait_s():
+    class Slow(OracleJudge):
+        async def judge(self, item):
+            await asyncio.sleep(30)
+
+    store, pub = InMemoryProfileStore(), CollectingPublisher()
+    s = scorer(Slow(), wait_s=0.05, timeout_s=60)
+    updater = ProfileUpdater(store, ScriptedSummaryModel([REPLY, REPLY]), pub, scorer=s)
+    await updater.apply("u1", [pairwise("a0")])
+    result = await asyncio.wait_for(updater.apply("u1", [pairwise("b0")]), 5)
+    assert result.record.version == 2 and result.record.quality is None
+    assert s.stats.late == 1
