@@ -229,3 +229,29 @@ async def test_the_real_small_model_works_as_the_quality_judge(llamacpp):
             assert 100 < verdict.prompt_tokens and 0 < verdict.completion_tokens <= 16
     finally:
         await judge.aclose()
+
+
+async def test_quality_scorer_with_the_real_model_as_judge(llamacpp):
+    """The live quality score on real weights: the previous summary judged on a window."""
+    from datetime import UTC, datetime
+
+    from schemas import SummaryRecord, TokenUsage
+    from streamer.adapters.llm.judge import PoolJudge
+    from streamer.devtools.llamacpp import SELECTION_GRAMMAR
+    from streamer.services.quality import QualityPolicy, QualityScorer
+
+    previous = SummaryRecord(
+        user_id="u1", version=1, previous_version=None, model=DEFAULT_ALIAS, window_id="w",
+        summary="Likes trail running gear and light rain shells; avoids road racing and parkas.",
+        event_ids=("e0",), usage=TokenUsage(prompt_tokens=0, completion_tokens=0),
+        latency_ms=0, created_at=datetime.now(UTC))
+    judge = PoolJudge(client(llamacpp), extra_body={"grammar": SELECTION_GRAMMAR})
+    scorer = QualityScorer(judge, QualityPolicy(baseline_rate=1.0))
+    try:
+        score = await scorer.score(previous, TRIPLES)
+    finally:
+        await judge.aclose()
+    assert score is not None and score.judge == DEFAULT_ALIAS and score.scored_version == 1
+    assert score.summary.pairs == 2 and score.no_summary is not None
+    assert score.judge_calls == 4 and score.judge_prompt_tokens > 400
+    assert 0.0 <= score.summary.mean_p_correct <= 1.0
