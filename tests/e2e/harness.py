@@ -178,6 +178,21 @@ class Stack:
                      {**self.env(port), **(env or {})}, log_dir)
 
 
+def stop_and_drop(procs: Iterable[Proc], stack: Stack) -> None:
+    """End of a test: stop its processes, then drop its keyspace."""
+    from streamer.adapters.cassandra.store import connect
+    from streamer.settings import CassandraSettings
+
+    for proc in procs:
+        proc.stop()
+    cluster, session = connect(CassandraSettings(port=stack.cassandra_port,
+                                                 keyspace=stack.keyspace))
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
+    finally:
+        cluster.shutdown()
+
+
 async def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()

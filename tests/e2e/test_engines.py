@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from schemas import INTERACTION_ADAPTER
-from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.devtools.llamacpp import DEFAULT_ALIAS, SUMMARY_GRAMMAR, THINK_GRAMMAR
 from streamer.devtools.synthetic import generate_events
 from streamer.settings import CassandraSettings
@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     produce,
     start_llamacpp,
     start_standin,
+    stop_and_drop,
     wait_for_events_applied,
 )
 
@@ -72,11 +73,7 @@ async def run_worker(stack: Stack, log_dir, model_proc, per_user, *, timeout_s: 
             await store.aclose()
         return by_user, current, worker, stats
     finally:
-        for p in procs:
-            p.stop()
-        cluster, session = connect(settings)
-        session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
-        cluster.shutdown()
+        stop_and_drop(procs, stack)
 
 
 def assert_every_event_once(by_user, per_user) -> None:

@@ -6,9 +6,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from streamer.adapters.cassandra.store import CassandraProfileStore, connect
+from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.settings import CassandraSettings
-from tests.e2e.harness import Stack, TopicReader, produce, start_standin, wait_for_events_applied
+from tests.e2e.harness import (
+    Stack,
+    TopicReader,
+    produce,
+    start_standin,
+    stop_and_drop,
+    wait_for_events_applied,
+)
 from tests.e2e.test_engines import clickstream
 
 
@@ -60,8 +67,4 @@ async def test_worker_scores_each_previous_summary_on_the_next_window(
         finally:
             await store.aclose()
     finally:
-        for p in procs:
-            p.stop()
-        cluster, session = connect(settings)
-        session.execute(f"DROP KEYSPACE IF EXISTS {stack.keyspace}")
-        cluster.shutdown()
+        stop_and_drop(procs, stack)
