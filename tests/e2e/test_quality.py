@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import httpx
+
 from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.settings import CassandraSettings
 from tests.e2e.harness import (
     Stack,
     TopicReader,
+    free_port,
     produce,
     start_standin,
     stop_and_drop,
@@ -25,7 +28,8 @@ async def test_worker_scores_each_previous_summary_on_the_next_window(
     per_user = clickstream(4, seed=21)
     stack = Stack(kafka_bootstrap, cassandra_port, unique, [base])
     await stack.ensure_topics()
-    worker = stack.start_worker(tmp_path, env={
+    port = free_port()
+    worker = stack.start_worker(tmp_path, port=port, env={
         "STREAMER_QUALITY__SAMPLE_RATE": "1", "STREAMER_QUALITY__BASELINE_RATE": "1"})
     procs = [standin, worker]
     settings = CassandraSettings(port=cassandra_port, keyspace=stack.keyspace)
@@ -57,6 +61,14 @@ async def test_worker_scores_each_previous_summary_on_the_next_window(
                 assert q.no_summary is not None and q.no_summary.pairs == q.summary.pairs
                 assert q.judge_calls == 2 * q.summary.pairs and q.judge_prompt_tokens > 0
         assert scored >= 3, by_user
+        # the live metrics: per-window accuracy by summary age, judge calls apart from updates
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for name in ("streamer_quality_accuracy_bucket", "streamer_quality_p_correct_bucket",
+                     "streamer_quality_accuracy_no_summary_bucket",
+                     "streamer_judge_calls_total", "streamer_judge_tokens_total",
+                     'streamer_quality_windows_total{outcome="scored"}'):
+            assert name in metrics, name
+        assert 'summary_age="<1m"' in metrics
         # the store holds what was published, with the window's triples
         store = CassandraProfileStore.from_settings(settings, migrate_schema=False)
         try:
