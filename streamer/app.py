@@ -515,12 +515,16 @@ def build_judge(settings: Settings, model: SummaryModel) -> Judge | None:
         return None
     from .adapters.llm.judge import BaselineJudge, PoolJudge
 
-    if q.judge_model == "baseline" or (not q.judge_urls and not hasattr(model, "chat")):
+    if q.judge_model == "baseline":
         return BaselineJudge()
+    if not q.judge_urls and not hasattr(model, "chat"):
+        # no pool to judge with: the demo's baseline summarizer gets the baseline judge; an
+        # in-process engine (backfill --engine vllm) is unscored unless JUDGE_URLS is set
+        return BaselineJudge() if model.name == baseline_model().name else None
     name = q.judge_model or settings.model.model
     if q.judge_urls or name != getattr(model, "model", name):
-        return pool_judge(settings, base_urls=q.judge_urls or settings.model.base_urls,
-                          model_id=name)
+        servers = q.judge_urls or getattr(model, "configured_urls", settings.model.base_urls)
+        return pool_judge(settings, base_urls=servers, model_id=name)
     # the same pool client: same routing, health and breakers
     return PoolJudge(model, extra_body=q.judge_extra_body)
 

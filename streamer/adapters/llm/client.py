@@ -370,6 +370,11 @@ class OpenAICompatSummaryModel:
     # ------------------------------------------------------------------ observation
 
     @property
+    def configured_urls(self) -> list[str]:
+        """The endpoint list as configured (static URLs and ``dns+`` entries)."""
+        return [*self._static, *(entry.source for entry in self._dns)]
+
+    @property
     def in_flight(self) -> int:
         """Requests currently sent to the pool's endpoints."""
         return sum(e.outstanding for e in self._endpoints)
@@ -788,9 +793,10 @@ class OpenAICompatSummaryModel:
 
     async def chat(self, messages: Sequence[Mapping[str, str]], *, sampling: Sampling,
                    extra: Mapping[str, Any] | None = None, thinking: bool = True,
-                   user_id: str | None = None) -> ModelReply:
+                   user_id: str | None = None, sticky: bool = True) -> ModelReply:
         """One chat call through the pool (routing, retries, breakers), with its own sampling
-        and extra fields: the update calls and the judge's short, non-thinking calls."""
+        and extra fields: the update calls and the judge's short, non-thinking calls.
+        ``sticky=False``: the endpoint that served it is not remembered (one-off prompts)."""
         await self.start()
         extra = extra or {}
         deadline = asyncio.get_running_loop().time() + self.timeout_s
@@ -822,7 +828,8 @@ class OpenAICompatSummaryModel:
                 log.warning("model endpoint %s failed (%s), attempt %d/%d", endpoint.base_url, exc,
                             attempt + 1, attempts)
                 continue
-            self._remember(key, endpoint.base_url)
+            if sticky:
+                self._remember(key, endpoint.base_url)
             return reply
         raise ModelUnavailableError(f"all {attempts} attempts failed: {last_error}") from last_error
 

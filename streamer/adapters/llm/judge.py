@@ -31,7 +31,7 @@ class PoolJudge:
 
     async def judge(self, item: JudgeItem) -> Verdict:
         reply = await self.pool.chat(item.messages(), sampling=JUDGE_SAMPLING, extra=self.extra,
-                                     thinking=False)
+                                     thinking=False, sticky=False)  # keep the LRU for updates
         return Verdict(selection=parse_selection(reply.text),
                        p_a=letter_p_a(reply.top_logprobs or None),
                        prompt_tokens=reply.prompt_tokens,
