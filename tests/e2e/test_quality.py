@@ -10,6 +10,7 @@ import httpx
 
 from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.settings import CassandraSettings
+from tests.chart.test_dashboard import queried_metrics
 from tests.e2e.harness import (
     Stack,
     TopicReader,
@@ -69,6 +70,13 @@ async def test_worker_scores_each_previous_summary_on_the_next_window(
                      'streamer_quality_windows_total{outcome="scored"}'):
             assert name in metrics, name
         assert 'summary_age="<1m"' in metrics
+        # the shipped Grafana dashboard's queries against this live scrape: all there, but for
+        # the counters of events this run has none of (nothing regressed, parked or dead-lettered)
+        live = {line.split("{")[0].split(" ")[0] for line in metrics.splitlines()
+                if line and not line.startswith("#")}
+        none_here = {"streamer_store_regressions_total", "streamer_parked_windows_total",
+                     "streamer_dead_letters_total"}
+        assert not queried_metrics() - none_here - live, sorted(queried_metrics() - live)
         # the store holds what was published, with the window's triples
         store = CassandraProfileStore.from_settings(settings, migrate_schema=False)
         try:
