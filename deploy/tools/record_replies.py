@@ -111,7 +111,9 @@ class Recorder:
         fixture = {"provenance": self.provenance + (f"; {note}" if note else ""),
                    "request": request, "status": resp.status_code, "response": response}
         target = self.out / f"{name}.json"
-        target.write_text(json.dumps(fixture, indent=2, ensure_ascii=False) + "\n")
+        text = json.dumps(fixture, indent=2, ensure_ascii=False) + "\n"
+        # the server reports the model file's absolute path: keep the checkout's location out
+        target.write_text(text.replace(str(ROOT) + "/", "<repo>/"))
         self.written.append(target)
         return response
 
