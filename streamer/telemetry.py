@@ -156,6 +156,10 @@ class Telemetry:
             "streamer_quality_accuracy_no_summary",
             description="The same windows' accuracy with an empty summary (on a sample).",
             explicit_bucket_boundaries_advisory=_UNIT_BUCKETS)
+        # Label-less counters start at an exported 0, so that the first increment is an
+        # increase that rate()/increase() see (alerts on the first store regression).
+        self.store_regressions.add(0)
+        self.buffered.add(0)
         for name, description in (
             ("streamer_pool_in_flight", "Window updates (model calls) in flight."),
             ("streamer_pool_saturated", "1 while every update slot is busy (windows grow)."),
@@ -165,6 +169,7 @@ class Telemetry:
              "Age of the longest-waiting pending window on this worker."),
             ("streamer_parked_users", "Users with a window parked by this worker since start."),
             ("streamer_consumer_lag", "Per assigned partition: highwater minus committed offset."),
+            ("streamer_ready", "1 while this worker's /readyz answers ready, else 0."),
         ):
             self._gauges[name] = []
             meter.create_observable_gauge(name, callbacks=[self._observer(name)],

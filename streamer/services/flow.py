@@ -112,6 +112,7 @@ class UpdateFlow:
         t.observe_value("streamer_pending_users", lambda: len(index))
         t.observe_value("streamer_parked_users", lambda: len(scheduler.parked_users))
         t.observe_value("streamer_oldest_pending_age_seconds", self.oldest_pending_age_s)
+        t.observe_value("streamer_ready", lambda: 1 if self.readiness()[0] else 0)
 
     # -- intake --------------------------------------------------------------------------------
 

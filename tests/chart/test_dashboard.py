@@ -43,7 +43,7 @@ def exported_metrics() -> set[str]:
                      prompt_tokens=1, completion_tokens=1)
     for name in ("streamer_pool_in_flight", "streamer_pool_saturated", "streamer_pending_events",
                  "streamer_pending_users", "streamer_oldest_pending_age_seconds",
-                 "streamer_parked_users", "streamer_consumer_lag"):
+                 "streamer_parked_users", "streamer_consumer_lag", "streamer_ready"):
         t.observe_value(name, lambda: 1.0)
     text = t.metrics_text().decode()
     t.shutdown()

@@ -332,3 +332,21 @@ reported at once (bitnami's validateValues aggregation).
 {{- printf "\n\nVALUES VALIDATION:\n  - %s\n" (join "\n  - " $errors) | fail -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+The fields every alert of templates/prometheusrule.yaml shares: `for`, the severity and extra
+labels, and the runbook link (docs/runbook.md, one section per alert, anchored by its lower-case
+name). The caller appends `summary` and `description` under `annotations`. Usage:
+include "prefstream.alertMeta" (dict "root" $ "name" "PrefstreamX" "alert" .Values.metrics.prometheusRule.x)
+*/}}
+{{- define "prefstream.alertMeta" -}}
+{{- $pr := .root.Values.metrics.prometheusRule -}}
+for: {{ .alert.for }}
+labels:
+  severity: {{ .alert.severity }}
+  {{- with $pr.alertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+annotations:
+  runbook_url: {{ printf "%s#%s" $pr.runbookUrl (lower .name) }}
+{{- end -}}
