@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help helm chart-test chart-schema
+.PHONY: demo test venv up down status clean-infra unit lint schemas sample bench chaos help helm promtool kubeconform chart-test chart-schema
 
 help:
 	@echo "make demo    - replay the bundled clickstream on the embedded default (no servers)"
@@ -16,6 +16,8 @@ help:
 	@echo "make lint    - ruff"
 	@echo "make bench   - benchmarks on a private Kafka + Cassandra (bench/results/)"
 	@echo "make helm    - build the helm CLI from the Go module proxy"
+	@echo "make promtool - build promtool (alert rule tests) from the Go module proxy"
+	@echo "make kubeconform - build kubeconform and generate its Kubernetes/CRD schemas (Go module proxy)"
 	@echo "make chart-schema - regenerate the chart's values.schema.json and README values table"
 
 # The venv is rebuilt when pyproject.toml changes; pip's cache makes re-installs cheap.
@@ -49,10 +51,21 @@ endif
 helm:
 	bash deploy/tools/helm.sh
 
-test: $(STAMP) helm
+# promtool (Prometheus' rule tests) from the Go module proxy, pinned in deploy/tools/promtool.sh
+promtool:
+	bash deploy/tools/promtool.sh
+
+# kubeconform (tests/chart/test_kubeconform.py) and the JSON schemas it validates the chart against,
+# generated offline from Go module sources; versions pinned in deploy/tools/kubeconform.sh and
+# deploy/tools/k8s_schemas.py
+kubeconform: $(STAMP)
+	bash deploy/tools/kubeconform.sh
+	$(PY) deploy/tools/k8s_schemas.py
+
+test: $(STAMP) helm promtool kubeconform
 	bash tests/run.sh
 
-chart-test: $(STAMP) helm
+chart-test: $(STAMP) helm promtool kubeconform
 	$(PY) -m pytest tests/chart -q -p no:cacheprovider
 
 # values.schema.json and the README values table of the chart, from the annotations in values.yaml
