@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .safety import neutralize
 from .triples import NO_NEGATIVE, Triple
 
 JUDGE_SYSTEM = "Generate a task-specific response."
@@ -46,9 +47,10 @@ class JudgeItem:
 
     def messages(self) -> list[dict[str, str]]:
         a, b = (self.chosen, self.rejected) if self.chosen_is_a else (self.rejected, self.chosen)
+        a, b = neutralize(a), neutralize(b)  # text from outside never acts as a control token
         user = (
-            f"{JUDGE_INSTRUCTION}<Prompt>\n{self.query}\n</Prompt>\n\n"
-            f"<Preference>\n{self.summary}</Preference>\n\n"
+            f"{JUDGE_INSTRUCTION}<Prompt>\n{neutralize(self.query)}\n</Prompt>\n\n"
+            f"<Preference>\n{neutralize(self.summary)}</Preference>\n\n"
             f"<Item A>\n{a}\n</Item A>\n\n<Item B>\n{b}\n</Item B>\n\n{JUDGE_CLOSING}"
         )
         return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]

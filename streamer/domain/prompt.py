@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .safety import neutralize
 from .triples import Triple
 
 SYSTEM_PROMPT = (
@@ -65,15 +66,20 @@ class Prompt:
 
 
 def render_triples(triples: Sequence[Triple]) -> str:
-    """Number triples from 1 and join them with one blank line."""
+    """Number triples from 1 and join them with one blank line (their text made inert:
+    :func:`~streamer.domain.safety.neutralize`)."""
     return "\n\n".join(
-        TRIPLE_TEMPLATE.format(i=i, query=t.query, chosen=t.chosen, rejected=t.rejected)
+        TRIPLE_TEMPLATE.format(i=i, query=neutralize(t.query), chosen=neutralize(t.chosen),
+                               rejected=neutralize(t.rejected))
         for i, t in enumerate(triples, start=1)
     )
 
 
 def build_update_prompt(previous_summary: str | None, triples: Sequence[Triple]) -> Prompt:
-    """Build the streaming-update prompt for a previous summary (or none) and new triples."""
-    past = previous_summary.strip() if previous_summary and previous_summary.strip() else None
+    """Build the streaming-update prompt for a previous summary (or none) and new triples.
+
+    All text from outside (the previous summary, item text, queries) is neutralized: it can
+    never act as a chat-template control token (:mod:`streamer.domain.safety`)."""
+    past = neutralize(previous_summary).strip() if previous_summary else None
     user = USER_TEMPLATE.format(past=past or NOT_PROVIDED, triples=render_triples(triples))
     return Prompt(system=SYSTEM_PROMPT, user=user.strip())

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from schemas import Click, Feedback, Impression, Interaction, Item, PairwiseChoice, Rating
 
+from .safety import neutralize
+
 NO_NEGATIVE = "No negative sample."
 
 _DOMAIN_NOUNS = {"news": "news", "books": "books", "movies": "movies"}
@@ -43,7 +45,12 @@ def default_query(domain: str) -> str:
 
 
 def render_item(item: Item, domain: str) -> str:
-    """Render an item's text exactly as the training data did for its domain."""
+    """Render an item's text exactly as the training data did for its domain, made inert
+    (:func:`~streamer.domain.safety.neutralize`: no control tokens or invisible characters)."""
+    return neutralize(_render(item, domain))
+
+
+def _render(item: Item, domain: str) -> str:
     title = item.title or item.text or item.id
     if domain == "news":
         return f"Title: {title}\nAbstract: {item.abstract or ''}"
@@ -101,7 +108,7 @@ def to_triples(events: Sequence[Interaction], *, rating_threshold: float = 0.7) 
     neg_cursor = {domain: 0 for domain in negatives}
 
     for event in events:
-        query = event.query or default_query(event.domain)
+        query = neutralize(event.query or default_query(event.domain))
         if isinstance(event, PairwiseChoice):
             rejected = render_item(event.rejected, event.domain) if event.rejected else NO_NEGATIVE
             triples.append(
