@@ -19,38 +19,9 @@
 set -euo pipefail
 
 KUBECONFORM_VERSION="${KUBECONFORM_VERSION:-v0.8.0}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN_DIR="$ROOT/.tools/bin"
-KUBECONFORM="$BIN_DIR/kubeconform"
-MODULE="github.com/yannh/kubeconform"
+# shellcheck source=deploy/tools/gotool.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gotool.sh"
 
-say() { printf '== kubeconform: %s\n' "$*" >&2; }
-
-installed_version() {
-  # The module version recorded in the binary's build info.
-  go version -m "$KUBECONFORM" 2>/dev/null | awk -v m="$MODULE" '$1 == "mod" && $2 == m { print $3 }'
-}
-
-if ! command -v go >/dev/null 2>&1; then
-  say "go is not installed; install Go >= 1.26 (the version kubeconform $KUBECONFORM_VERSION's go.mod asks for)"
-  exit 1
-fi
-
-if [[ -x "$KUBECONFORM" && "$(installed_version)" == "$KUBECONFORM_VERSION" ]]; then
-  say "$KUBECONFORM is already $KUBECONFORM_VERSION; nothing to do"
-  exit 0
-fi
-
-start=$(date +%s)
-mkdir -p "$BIN_DIR"
-say "building $MODULE/cmd/kubeconform@$KUBECONFORM_VERSION with $(go version | awk '{print $3}') into $KUBECONFORM"
-say "compiling (downloads the module and its dependencies from $(go env GOPROXY) on the first run)"
-GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -ldflags "-w -s -X main.version=$KUBECONFORM_VERSION" \
-  "$MODULE/cmd/kubeconform@$KUBECONFORM_VERSION"
-
-got="$(installed_version)"
-if [[ "$got" != "$KUBECONFORM_VERSION" ]]; then
-  say "built binary reports module version '$got', expected $KUBECONFORM_VERSION"
-  exit 1
-fi
-say "built kubeconform $("$KUBECONFORM" -v) in $(( $(date +%s) - start ))s -> $KUBECONFORM"
+gotool_build kubeconform github.com/yannh/kubeconform \
+  github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION" \
+  "-X main.version=$KUBECONFORM_VERSION" "" "25-40 s cold on 2 cores"

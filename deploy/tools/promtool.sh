@@ -14,45 +14,15 @@
 set -euo pipefail
 
 PROMETHEUS_MODULE_VERSION="${PROMETHEUS_MODULE_VERSION:-v0.316.0}"
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-BIN_DIR="$ROOT/.tools/bin"
-PROMTOOL="$BIN_DIR/promtool"
 MODULE="github.com/prometheus/prometheus"
-
-say() { printf '== promtool: %s\n' "$*" >&2; }
-
-installed_version() {
-  go version -m "$PROMTOOL" 2>/dev/null | awk -v m="$MODULE" '$1 == "mod" && $2 == m { print $3 }'
-}
-
-if ! command -v go >/dev/null 2>&1; then
-  say "go is not installed; install Go >= 1.26 (Prometheus $PROMETHEUS_MODULE_VERSION's go.mod asks for it)"
-  exit 1
-fi
-
-if [[ -x "$PROMTOOL" && "$(installed_version)" == "$PROMETHEUS_MODULE_VERSION" ]]; then
-  say "$PROMTOOL is already $PROMETHEUS_MODULE_VERSION; nothing to do"
-  exit 0
-fi
+# shellcheck source=deploy/tools/gotool.sh
+source "$(dirname "${BASH_SOURCE[0]}")/gotool.sh"
 
 # v0.316.0 -> 3.16.0
 digits="${PROMETHEUS_MODULE_VERSION#v0.}"
 majmin="${digits%%.*}"
-patch="${digits#*.}"
-release="${majmin:0:1}.$((10#${majmin:1})).$patch"
+release="${majmin:0:1}.$((10#${majmin:1})).${digits#*.}"
 
-start=$(date +%s)
-mkdir -p "$BIN_DIR"
-say "building $MODULE/cmd/promtool@$PROMETHEUS_MODULE_VERSION (Prometheus $release) with $(go version | awk '{print $3}') into $PROMTOOL"
-say "downloading modules from the Go module proxy ($(go env GOPROXY)) and compiling: about 4 minutes cold on 2 cores"
-ldflags="-w -s -X github.com/prometheus/common/version.Version=$release"
-ldflags+=" -X github.com/prometheus/common/version.Branch=HEAD"
-GOBIN="$BIN_DIR" CGO_ENABLED=0 go install -trimpath -tags netgo,remove_all_sd -ldflags "$ldflags" \
-  "$MODULE/cmd/promtool@$PROMETHEUS_MODULE_VERSION"
-
-got="$(installed_version)"
-if [[ "$got" != "$PROMETHEUS_MODULE_VERSION" ]]; then
-  say "built binary reports module version '$got', expected $PROMETHEUS_MODULE_VERSION"
-  exit 1
-fi
-say "built $("$PROMTOOL" --version 2>&1 | head -1) in $(( $(date +%s) - start ))s -> $PROMTOOL"
+gotool_build promtool "$MODULE" "$MODULE/cmd/promtool" "$PROMETHEUS_MODULE_VERSION" \
+  "-X github.com/prometheus/common/version.Version=$release -X github.com/prometheus/common/version.Branch=HEAD" \
+  netgo,remove_all_sd "Prometheus $release; about 4 minutes cold on 2 cores"
