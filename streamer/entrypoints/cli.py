@@ -15,8 +15,10 @@ import asyncio
 import functools
 import json
 import logging
+import shutil
 import signal
 import sys
+import textwrap
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +29,7 @@ from click.shell_completion import get_completion_class
 from pydantic import ValidationError
 
 from .. import __version__
+from ..domain.capacity import GPUS, plan_default
 from ..errors import ConfigurationError, StreamerError, TopicMismatchError, TransientError
 from ..logging import configure_logging
 from ..settings import Settings
@@ -579,6 +582,166 @@ def export_training(out: Path, users: tuple[str, ...], user_prefix: str | None,
         sys.exit(EX_FAILED)
     partial.replace(out)
     click.echo(f"wrote {stats.written} training records to {out}")
+
+
+# --- capacity planning ---------------------------------------------------------------------
+
+
+def plan_inputs(settings: Settings, **given: Any) -> Any:
+    """:class:`~streamer.domain.capacity.PlanInputs` from the configured ``STREAMER_*`` settings
+    and the given values (``None`` values are left to the settings or the planner's defaults)."""
+    from ..domain.capacity import PlanInputs
+
+    values: dict[str, Any] = {
+        "window_max_age_s": settings.window.max_age_s,
+        "window_max_events": settings.window.max_events,
+        "window_max_tokens": settings.window.max_tokens,
+        "window_min_interval_s": settings.window.min_interval_s,
+        "model_max_tokens": settings.model.max_tokens,
+        "context_tokens": settings.model.context_tokens,
+        "model_max_concurrency": settings.model.max_concurrency,
+        "max_concurrency_per_endpoint": settings.model.max_concurrency_per_endpoint,
+        "quality_sample_rate": settings.quality.sample_rate,
+        "quality_baseline_rate": settings.quality.baseline_rate,
+        "quality_max_pairs": settings.quality.max_pairs,
+        "keep_triples": settings.quality.keep_triples,
+        "dedupe_ttl_s": settings.cassandra.dedupe_ttl_s,
+    }
+    values.update({k: v for k, v in given.items() if v is not None})
+    return PlanInputs(**values)
+
+
+def _plan_value(value: float, unit: str) -> str:
+    from ..domain.capacity import n
+
+    if unit.startswith("bytes"):
+        for suffix, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+            if value >= scale:
+                return f"{value / scale:.3g} {suffix}{unit[5:]}"
+        return f"{value:.0f} B{unit[5:]}"
+    if unit == "s":
+        return f"{value:.3g} s" if value >= 0.01 else f"{value * 1000:.3g} ms"
+    return f"{n(round(value, 3) if value >= 1 else value)} {unit}"
+
+
+@cli.command(name="plan")
+@click.option("--users", type=click.IntRange(min=1), required=True, help="Daily active users.")
+@click.option("--events-per-user-day", type=click.FloatRange(min=0, min_open=True), required=True,
+              help="Interaction events per active user per day.")
+@click.option("--window-max-age", "window_max_age_s", type=click.FloatRange(min=0),
+              help="Window max age, seconds.  [default: STREAMER_WINDOW__MAX_AGE_S]")
+@click.option("--reasoning-tokens", type=click.IntRange(min=0), required=True,
+              help="Thinking tokens per update (mean), before the summary.")
+@click.option("--gpu", type=click.Choice(list(GPUS)), required=True,
+              help="GPU of the vLLM pool (one model replica per GPU).")
+@click.option("--window-max-events", type=click.IntRange(min=1),
+              help="Events per window.  [default: STREAMER_WINDOW__MAX_EVENTS]")
+@click.option("--active-hours", type=click.FloatRange(0, 24, min_open=True),
+              default=plan_default("active_hours"), show_default=True,
+              help="Hours of the day a user's events are spread over (Poisson).")
+@click.option("--peak-to-mean", type=click.FloatRange(min=1), default=plan_default("peak_to_mean"),
+              show_default=True, help="Peak-hour load / daily mean.")
+@click.option("--target-utilisation", type=click.FloatRange(0, 1, min_open=True),
+              default=plan_default("target_utilisation"), show_default=True,
+              help="Share of GPU and worker capacity used at peak.")
+@click.option("--summary-tokens", type=click.FloatRange(min=0),
+              default=plan_default("summary_tokens"), show_default=True,
+              help="Tokens of a summary (the previous one in the prompt, the new one written).")
+@click.option("--tokens-per-event", type=click.FloatRange(min=0, min_open=True),
+              default=plan_default("tokens_per_event"), show_default=True,
+              help="Prompt tokens per event (measured on the bundled clickstream).")
+@click.option("--event-bytes", type=click.FloatRange(min=1), default=plan_default("event_bytes"),
+              show_default=True, help="Bytes of one input record.")
+@click.option("--kafka-retention-days", type=click.FloatRange(min=0, min_open=True),
+              default=plan_default("kafka_retention_days"), show_default=True,
+              help="Input topic retention, days (Kafka's default).")
+@click.option("--kafka-replication", type=click.IntRange(min=1),
+              default=plan_default("kafka_replication"), show_default=True,
+              help="Kafka replication factor (the chart's).")
+@click.option("--cassandra-replication", type=click.IntRange(min=1),
+              default=plan_default("cassandra_replication"), show_default=True,
+              help="Cassandra replication factor (the chart's).")
+@click.option("--history-days", type=click.FloatRange(min=0, min_open=True),
+              default=plan_default("history_days"), show_default=True,
+              help="Days of summary history to size the store for.")
+@click.option("--gpu-efficiency", type=click.FloatRange(min=0, min_open=True),
+              default=plan_default("gpu_efficiency"), show_default=True,
+              help="Scale on the GPU efficiencies fitted on published TensorRT-LLM figures.")
+@click.option("--bench", "bench_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A `make bench` results JSON (bench/results/full.json format) whose ratios "
+                   "replace the recorded ones.")
+@click.option("--json", "as_json", is_flag=True, help="The plan as one JSON object.")
+@_errors
+def plan_command(users: int, events_per_user_day: float, window_max_age_s: float | None,
+                 reasoning_tokens: int, gpu: str, window_max_events: int | None,
+                 active_hours: float, peak_to_mean: float, target_utilisation: float,
+                 summary_tokens: float, tokens_per_event: float, event_bytes: float,
+                 kafka_retention_days: float, kafka_replication: int,
+                 cassandra_replication: int, history_days: float, gpu_efficiency: float,
+                 bench_file: Path | None, as_json: bool) -> None:
+    """Size a deployment: model calls, GPUs, workers, Kafka, the buffer, Cassandra, freshness.
+
+    Every number comes with its formula.  Window rules, model limits and concurrency are the
+    configured STREAMER_* settings unless given here; the bench ratios are those of
+    bench/results/full.json unless --bench names another results file."""
+    from ..domain.capacity import DEFAULT_BENCH, bench_from_results, plan
+
+    settings = _settings()
+    bench = DEFAULT_BENCH
+    if bench_file is not None:
+        try:
+            doc = json.loads(bench_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise click.BadParameter(f"cannot read {bench_file}: {exc}",
+                                     param_hint="--bench") from exc
+        bench, taken = bench_from_results(doc, name=str(bench_file), fallback=DEFAULT_BENCH)
+        if not taken:
+            raise click.BadParameter(f"{bench_file} holds none of the measurements the plan uses "
+                                     "(is it a bench/results/*.json file?)", param_hint="--bench")
+    try:
+        inputs = plan_inputs(
+            settings, users=users, events_per_user_day=events_per_user_day,
+            window_max_age_s=window_max_age_s, reasoning_tokens=reasoning_tokens, gpu=gpu,
+            window_max_events=window_max_events, active_hours=active_hours,
+            peak_to_mean=peak_to_mean, target_utilisation=target_utilisation,
+            summary_tokens=summary_tokens, tokens_per_event=tokens_per_event,
+            event_bytes=event_bytes, kafka_retention_days=kafka_retention_days,
+            kafka_replication=kafka_replication, cassandra_replication=cassandra_replication,
+            history_days=history_days, gpu_efficiency=gpu_efficiency, bench=bench)
+        result = plan(inputs)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        return
+    columns = shutil.get_terminal_size((120, 24)).columns
+    i = result.inputs
+    click.echo(textwrap.fill(
+        f"capacity plan: {i.users:,} users × {i.events_per_user_day:g} events/user-day over "
+        f"{i.active_hours:g} h; windows of {i.window_max_events} events / {i.window_max_age_s:g} s; "
+        f"{i.reasoning_tokens} reasoning tokens; {GPUS[gpu].name}; utilisation "
+        f"{i.target_utilisation:g} at a peak of {i.peak_to_mean:g} × the mean", columns))
+    width = max(len(r.quantity) for r in result.rows)
+    values = {r.key: _plan_value(r.value, r.unit) for r in result.rows}
+    vwidth = max(len(v) for v in values.values())
+    indent = width + vwidth + 4
+    wrap = max(40, columns - indent)
+    click.echo(f"\n{'quantity'.ljust(width)}  {'value'.rjust(vwidth)}  formula")
+    section = None
+    for row in result.rows:
+        if row.section != section:
+            section = row.section
+            click.echo(f"-- {section} --")
+        lines = textwrap.wrap(row.formula, wrap, break_on_hyphens=False) or [""]
+        click.echo(f"{row.quantity.ljust(width)}  {values[row.key].rjust(vwidth)}  {lines[0]}")
+        for line in lines[1:]:
+            click.echo(" " * indent + line)
+    for warning in result.warnings:
+        click.echo(textwrap.fill(f"warning: {warning}", columns, subsequent_indent="  "))
+    click.echo("\nsources:")
+    for key, source in result.sources.items():
+        click.echo(textwrap.fill(f"{key}: {source}", columns, initial_indent="  ",
+                                 subsequent_indent="    "))
 
 
 @cli.command()
