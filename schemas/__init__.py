@@ -1,6 +1,7 @@
 """prefstream contracts: Kafka payloads, storage records and the dead-letter envelope."""
 
 from .base import Contract
+from .cloudevents import CE_TYPES, ce_attributes, ce_headers
 from .deadletter import DeadLetter
 from .events import (
     INTERACTION_ADAPTER,
@@ -21,6 +22,7 @@ from .items import Item
 from .records import SummaryRecord, WindowTriple
 
 __all__ = [
+    "CE_TYPES",
     "Click",
     "Contract",
     "DeadLetter",
@@ -39,4 +41,6 @@ __all__ = [
     "SummaryUpdateFailed",
     "TokenUsage",
     "WindowTriple",
+    "ce_attributes",
+    "ce_headers",
 ]

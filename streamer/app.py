@@ -216,7 +216,7 @@ def build_sender(settings: Settings) -> KafkaSender:
 
 def change_publisher(settings: Settings, sender: RecordSender) -> KafkaChangePublisher:
     return KafkaChangePublisher(sender.send, settings.kafka.output_topic,
-                                settings.kafka.failures_topic)
+                                settings.kafka.failures_topic, source=settings.kafka.event_source)
 
 
 # --- services ------------------------------------------------------------------------------

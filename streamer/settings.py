@@ -35,6 +35,8 @@ class KafkaSettings(_Section):
     """Invalid input records, original bytes plus `x-dlq-*` headers."""
     failures_topic: str = "profiles.update-failures.v1"
     """Notices of updates that kept the previous summary (model output rejected)."""
+    event_source: str = Field("/prefstream", min_length=1)
+    """CloudEvents ``source`` (header ``ce_source``) of the change events and failure notices."""
     partitions: int = Field(8, ge=1)
     """Partition count used when the worker or `streamer topics ensure` creates topics."""
     replication_factor: int = Field(1, ge=1)

@@ -1,11 +1,12 @@
 """Kafka adapters against a real broker: topic provisioning, change events, dead letters."""
 
 import asyncio
+from datetime import datetime
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from schemas import DeadLetter
+from schemas import DeadLetter, SummaryChanged, ce_attributes
 from streamer.adapters.kafka.admin import ensure_topics
 from streamer.adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from streamer.errors import InvalidEventError
@@ -73,6 +74,13 @@ async def test_change_events_are_keyed_by_user(kafka_settings, producer):
     msgs = await consume_all(kafka_settings.bootstrap_servers, kafka_settings.output_topic, 2)
     assert {m.key for m in msgs} == {b"u-7"} and len({m.partition for m in msgs}) == 1
     assert [m.value.count(b'"version":') for m in msgs] == [1, 1]
+    for m in msgs:  # CloudEvents, binary mode: the attributes in ce_* headers
+        event = SummaryChanged.model_validate_json(m.value)
+        ce = ce_attributes(m.headers)
+        assert ce == {"specversion": "1.0", "id": event.event_id,
+                      "type": "io.prefstream.summary.updated.v1", "source": "/prefstream",
+                      "subject": "u-7", "time": ce["time"], "datacontenttype": "application/json"}
+        assert datetime.fromisoformat(ce["time"]) == event.occurred_at
 
 
 async def test_dead_letter_keeps_original_bytes_and_headers(kafka_settings, producer):

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed
+from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed, ce_headers
 
 from ...domain.codec import encode_model
 from ...errors import ConfigurationError, InvalidEventError
@@ -25,12 +25,15 @@ Send = Callable[[str, bytes | None, bytes | None, Headers], Awaitable[None]]
 
 
 class KafkaChangePublisher:
-    """Publishes :class:`SummaryChanged` (and failure notices) keyed by user id."""
+    """Publishes :class:`SummaryChanged` (and failure notices) keyed by user id, as CloudEvents
+    in binary mode (:mod:`schemas.cloudevents`: ``ce_*`` headers, the event JSON as the value)."""
 
-    def __init__(self, send: Send, topic: str, failures_topic: str | None = None) -> None:
+    def __init__(self, send: Send, topic: str, failures_topic: str | None = None, *,
+                 source: str = "/prefstream") -> None:
         self._send = send
         self.topic = topic
         self.failures_topic = failures_topic
+        self.source = source
 
     async def publish(self, event: SummaryChanged) -> None:
         await self._publish(self.topic, event)
@@ -40,7 +43,7 @@ class KafkaChangePublisher:
             await self._publish(self.failures_topic, event)
 
     async def _publish(self, topic: str, event: SummaryChanged | SummaryUpdateFailed) -> None:
-        headers = [("content-type", b"application/json"), ("type", event.type.encode()),
+        headers = [*ce_headers(event, self.source), ("type", event.type.encode()),
                    *outgoing_trace_headers()]  # W3C traceparent of the window's update span
         await self._send(topic, event.user_id.encode(), encode_model(event), headers)
 
