@@ -30,6 +30,7 @@ import faust
 from .adapters.kafka.consumer import BufferedPositionConsumer
 from .adapters.kafka.producer import FaustSender, IdempotentProducer, KafkaSender
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from .domain.baseline import BASELINE_MODEL_NAME
 from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
 from .entrypoints.replay import EVENT_TIME_WINDOW_AGE_S, CountingDeadLetters, Replay, Tee
@@ -520,7 +521,7 @@ def build_judge(settings: Settings, model: SummaryModel) -> Judge | None:
     if not q.judge_urls and not hasattr(model, "chat"):
         # no pool to judge with: the demo's baseline summarizer gets the baseline judge; an
         # in-process engine (backfill --engine vllm) is unscored unless JUDGE_URLS is set
-        return BaselineJudge() if model.name == baseline_model().name else None
+        return BaselineJudge() if model.name == BASELINE_MODEL_NAME else None
     name = q.judge_model or settings.model.model
     if q.judge_urls or name != getattr(model, "model", name):
         servers = q.judge_urls or getattr(model, "configured_urls", settings.model.base_urls)
