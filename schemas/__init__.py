@@ -8,6 +8,7 @@ from .events import (
     Click,
     Feedback,
     Impression,
+    InputRange,
     Interaction,
     InteractionBase,
     JudgedPairs,
@@ -17,6 +18,7 @@ from .events import (
     SummaryChanged,
     SummaryUpdateFailed,
     TokenUsage,
+    WindowFacts,
 )
 from .items import Item
 from .records import SummaryRecord, WindowTriple
@@ -29,6 +31,7 @@ __all__ = [
     "Feedback",
     "INTERACTION_ADAPTER",
     "Impression",
+    "InputRange",
     "Interaction",
     "InteractionBase",
     "Item",
@@ -40,6 +43,7 @@ __all__ = [
     "SummaryRecord",
     "SummaryUpdateFailed",
     "TokenUsage",
+    "WindowFacts",
     "WindowTriple",
     "ce_attributes",
     "ce_headers",

@@ -124,6 +124,28 @@ class QualityScore(Contract):
     judge_completion_tokens: int = Field(ge=0)
 
 
+class InputRange(Contract):
+    """Where a version's events came from: one input partition's offset range."""
+
+    topic: str
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+
+
+class WindowFacts(Contract):
+    """What a version consumed, for subscribers that need it without a read."""
+
+    events: int = Field(ge=0, description="Events this version consumed (its `event_ids`).")
+    first_event_at: AwareDatetime | None = Field(
+        default=None, description="Earliest `occurred_at` among them.")
+    last_event_at: AwareDatetime | None = Field(
+        default=None, description="Latest `occurred_at` among them.")
+    inputs: tuple[InputRange, ...] = Field(
+        default=(), description="Input topic, partition and offset range of those events (empty "
+                                "for versions not made from Kafka input: replay, backfill).")
+
+
 class SummaryChanged(Contract):
     """Published to ``profiles.summaries.v1`` (keyed by user_id) for every stored version."""
 
@@ -147,6 +169,12 @@ class SummaryChanged(Contract):
         default=None, description="The previous summary scored on this window (optional: "
                                   "first versions, windows without pairs and unsampled ones "
                                   "carry none).")
+    previous_summary: str | None = Field(
+        default=None, description="The summary this version replaces (None for a first version "
+                                  "and when it could not be read for a republished copy).")
+    window: WindowFacts | None = Field(
+        default=None, description="What this version consumed (None for versions stored "
+                                  "before window facts were recorded).")
 
 
 class SummaryUpdateFailed(Contract):

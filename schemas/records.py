@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import AwareDatetime, Field
 
 from .base import Contract
-from .events import EventId, QualityScore, TokenUsage, UserId
+from .events import EventId, QualityScore, TokenUsage, UserId, WindowFacts
 
 
 class WindowTriple(Contract):
@@ -44,3 +44,6 @@ class SummaryRecord(Contract):
         default=(), description="The window as the model saw it (kept when "
                                 "STREAMER_QUALITY__KEEP_TRIPLES is on): with the previous "
                                 "summary, the score and this summary, a training record.")
+    window: WindowFacts | None = Field(
+        default=None, description="What this version consumed: event count and times, input "
+                                  "offset ranges (published with its change event).")

@@ -249,6 +249,7 @@ def build_flow(
     token_counter: TokenCounter | None = None,
     window: WindowSettings | None = None,
     retry: RetryPolicy | None = None,
+    input_topic: str | None = None,
 ) -> UpdateFlow:
     """Intake, index, scheduler and updater of one worker (also of replay, on event time).
 
@@ -263,7 +264,9 @@ def build_flow(
     updater = ProfileUpdater(store, budget, publisher,
                              UpdatePolicy.from_settings(window, settings.model),
                              token_counter=token_counter, telemetry=telemetry, scorer=scorer,
-                             keep_triples=settings.quality.keep_triples)
+                             keep_triples=settings.quality.keep_triples,
+                             input_topic=settings.kafka.input_topic if input_topic is None
+                             else input_topic)
     index = PendingIndex(window_rules(window))
     scheduler = Scheduler(
         index, buffer, updater, publisher,
@@ -425,6 +428,7 @@ def build_replay(
         settings, store=store, model=model, publisher=tee, buffer=MemoryPendingBuffer(),
         dead_letters=dead_letters, clock=clock, require_key=False, token_counter=token_counter,
         window=window, retry=RetryPolicy(base_s=0.0, max_s=0.0, park_after=3),
+        input_topic="",  # file lines, not Kafka offsets: versions carry no input ranges
     )
     return Replay(flow, clock, tee, dead_letters)
 

@@ -48,6 +48,8 @@ class WindowTrace:
 
     links: tuple[SpanContext, ...] = ()
     event_times: Mapping[str, float] = field(default_factory=dict)
+    offsets: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """(partition, offset) of each input record, by event id (the version's window facts)."""
 
 
 def _header_value(headers: Any, name: str) -> str | None:

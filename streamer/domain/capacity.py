@@ -60,7 +60,15 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import JudgedPairs, QualityScore, SummaryChanged, SummaryRecord, TokenUsage
+from schemas import (
+    InputRange,
+    JudgedPairs,
+    QualityScore,
+    SummaryChanged,
+    SummaryRecord,
+    TokenUsage,
+    WindowFacts,
+)
 
 __all__ = [
     "BENCH_SOURCES",
@@ -137,19 +145,23 @@ _USAGE = TokenUsage(prompt_tokens=1000, completion_tokens=600)
 _QUALITY = QualityScore(judge="VanillaH1/AlignXplore-Plus", scored_version=11, summary_age_s=900.0,
                         summary=JudgedPairs(pairs=1, correct=1, accuracy=1.0, mean_p_correct=0.71),
                         judge_calls=1, judge_prompt_tokens=280, judge_completion_tokens=7)
+_WINDOW = WindowFacts(events=2, first_event_at=_AT, last_event_at=_AT, inputs=(InputRange(
+    topic="profiles.interactions.v1", partition=17, first_offset=123456789,
+    last_offset=123456790),))
 RECORD_FIXED_BYTES = _json_bytes(SummaryRecord(
     user_id="user-029", version=12, previous_version=11, summary="",
     model="VanillaH1/AlignXplore-Plus", window_id="0" * 32, event_ids=(), usage=_USAGE,
-    latency_ms=21000.0, created_at=_AT))
-"""A stored version without summary, event ids, triples or score (``schemas.SummaryRecord`` as
-JSON: a proxy for the fixed columns of ``summary_history``/``summaries_current``)."""
+    latency_ms=21000.0, created_at=_AT, window=_WINDOW))
+"""A stored version without summary, event ids, triples or score, with its window facts
+(``schemas.SummaryRecord`` as JSON: a proxy for the fixed columns of
+``summary_history``/``summaries_current``)."""
 QUALITY_BYTES = _json_bytes(_QUALITY)
 """A stored quality score (``schemas.QualityScore`` JSON)."""
 CHANGE_FIXED_BYTES = _json_bytes(SummaryChanged(
     event_id="0" * 32, user_id="user-029", version=12, previous_version=11, summary="",
     model="VanillaH1/AlignXplore-Plus", window_id="0" * 32, event_ids=(), usage=_USAGE,
-    latency_ms=21000.0, occurred_at=_AT))
-"""A ``SummaryChanged`` event without summary, event ids or score."""
+    latency_ms=21000.0, occurred_at=_AT, previous_summary="", window=_WINDOW))
+"""A ``SummaryChanged`` event without summaries (new and previous), event ids or score."""
 
 
 # =========================================================================== measured by make bench
@@ -831,7 +843,7 @@ def plan(inputs: PlanInputs) -> Plan:
                     f"events/day × bytes/event × retention days × RF = {n(events_day)} × "
                     f"{n(p.event_bytes)} B × {n(p.kafka_retention_days)} × {p.kafka_replication}"
                     " (uncompressed)")
-    change_bytes = CHANGE_FIXED_BYTES + p.summary_tokens * SUMMARY_BYTES / SUMMARY_TOKENS + \
+    change_bytes = CHANGE_FIXED_BYTES + 2 * p.summary_tokens * SUMMARY_BYTES / SUMMARY_TOKENS + \
         wm.events_per_window * (EVENT_ID_BYTES + 3) + QUALITY_BYTES * p.quality_sample_rate
     add("kafka_summaries_bytes", "kafka", "summaries topic on disk (compacted)",
         N * change_bytes * p.kafka_replication, "bytes",

@@ -93,7 +93,7 @@ async def rollback(
     log.warning("rollback: user %r version %d restored as version %d (was %d); reason: %r",
                 user_id, to_version, version, current.version, reason)
     try:
-        await publisher.publish(change_event(record))
+        await publisher.publish(change_event(record, current.summary))
     except Exception as exc:
         log.error("rollback: version %d of user %r is stored but its change event was not "
                   "published: %s", version, user_id, exc)

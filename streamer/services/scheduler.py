@@ -505,9 +505,10 @@ class Scheduler:
 
 
 def _trace(entries: Sequence[PendingEntry]) -> WindowTrace:
-    """Trace links and Kafka timestamps kept with the buffered records."""
+    """Trace links, Kafka timestamps and input offsets kept with the buffered records."""
     links: list[Any] = []
     times: dict[str, float] = {}
+    offsets = {e.event_id: (e.partition, e.offset) for e in entries}
     for e in entries:
         if e.traceparent:
             sc = extract_span_context([("traceparent", e.traceparent.encode())])
@@ -515,4 +516,4 @@ def _trace(entries: Sequence[PendingEntry]) -> WindowTrace:
                 links.append(sc)
         if e.kafka_ts > 0:
             times[e.event_id] = e.kafka_ts
-    return WindowTrace(links=tuple(links), event_times=times)
+    return WindowTrace(links=tuple(links), event_times=times, offsets=offsets)

@@ -18,11 +18,13 @@ from typing import Literal
 from opentelemetry.trace import SpanKind
 
 from schemas import (
+    InputRange,
     Interaction,
     QualityScore,
     SummaryChanged,
     SummaryRecord,
     TokenUsage,
+    WindowFacts,
     WindowTriple,
 )
 
@@ -116,8 +118,10 @@ class ProfileUpdater:
         telemetry: Telemetry | None = None,
         scorer: QualityScorer | None = None,
         keep_triples: bool = False,
+        input_topic: str = "",
     ) -> None:
         self.telemetry = telemetry or Telemetry.noop()
+        self.input_topic = input_topic  # named in each version's window facts
         self.scorer = scorer
         self.keep_triples = keep_triples
         self.token_counter = token_counter
@@ -199,7 +203,7 @@ class ProfileUpdater:
             # deterministic event id: consumers drop the copy).
             if guard is not None:
                 guard()
-            await self.publisher.publish(change_event(current))
+            await self.publisher.publish(change_event(current, await self._summary_before(current)))
         if not fresh:
             return UpdateResult(Outcome.DUPLICATE, user_id, current)
         conversion = to_triples(fresh, rating_threshold=self.policy.rating_threshold)
@@ -300,6 +304,7 @@ class ProfileUpdater:
             quality=quality,
             triples=tuple(WindowTriple(query=t.query, chosen=t.chosen, rejected=t.rejected)
                           for t in triples) if self.keep_triples else (),
+            window=window_facts(events, trace, self.input_topic),
         )
         if guard is not None:
             guard()
@@ -309,9 +314,19 @@ class ProfileUpdater:
         if guard is not None:
             guard()
         with self.telemetry.span("publish_change", kind=SpanKind.PRODUCER):
-            await self.publisher.publish(change_event(record))
+            await self.publisher.publish(change_event(record, current.summary if current else None))
         self._record_freshness(events, trace)
         return record
+
+    async def _summary_before(self, record: SummaryRecord) -> str | None:
+        """The summary a stored version replaced (for a republished change event), or None."""
+        if record.previous_version is None:
+            return None
+        page = getattr(self.store, "history_page", None)
+        if page is None:
+            return None
+        older = await page(record.user_id, 1, before_version=record.version)
+        return older[0].summary if older else None
 
     def _published_version(self, user_id: str, version: int) -> None:
         seen = self._published
@@ -420,8 +435,28 @@ def _after(now: datetime, previous: datetime | None) -> datetime:
     return max(now, previous + timedelta(milliseconds=1))
 
 
-def change_event(record: SummaryRecord) -> SummaryChanged:
-    """The change event announcing a stored version (its id is derived, so replays match)."""
+def window_facts(events: Sequence[Interaction], trace: WindowTrace | None,
+                 topic: str) -> WindowFacts:
+    """Event count and times of a version's events, and their input offset ranges per
+    partition (from the buffered records; none for input that did not come from Kafka)."""
+    times = [e.occurred_at for e in events]
+    by_partition: dict[int, list[int]] = {}
+    offsets = trace.offsets if trace else {}
+    for e in events:
+        if e.event_id in offsets:
+            partition, offset = offsets[e.event_id]
+            by_partition.setdefault(partition, []).append(offset)
+    return WindowFacts(
+        events=len(events), first_event_at=min(times, default=None),
+        last_event_at=max(times, default=None),
+        inputs=tuple(InputRange(topic=topic, partition=p, first_offset=min(o), last_offset=max(o))
+                     for p, o in sorted(by_partition.items())) if topic else (),
+    )
+
+
+def change_event(record: SummaryRecord, previous_summary: str | None = None) -> SummaryChanged:
+    """The change event announcing a stored version (its id is derived, so replays match);
+    ``previous_summary`` is the summary it replaced."""
     return SummaryChanged(
         event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{record.user_id}/{record.version}")),
         user_id=record.user_id,
@@ -436,4 +471,6 @@ def change_event(record: SummaryRecord) -> SummaryChanged:
         latency_ms=record.latency_ms,
         occurred_at=record.created_at,
         quality=record.quality,
+        previous_summary=previous_summary,
+        window=record.window,
     )

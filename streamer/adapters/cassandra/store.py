@@ -40,7 +40,7 @@ from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionP
 from cassandra.query import BatchStatement, BatchType, PreparedStatement, SimpleStatement
 from pydantic import TypeAdapter
 
-from schemas import QualityScore, SummaryRecord, TokenUsage, WindowTriple
+from schemas import QualityScore, SummaryRecord, TokenUsage, WindowFacts, WindowTriple
 
 from ...errors import StoreUnavailableError, VersionConflictError
 from ...settings import CassandraSettings, default_of
@@ -54,7 +54,8 @@ UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, Wri
 
 _COLUMNS = (
     "user_id, version, previous_version, summary, model, window_id, event_ids, "
-    "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at, quality, triples"
+    "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at, quality, "
+    "triples, window_facts"
 )
 _TRIPLES = TypeAdapter(tuple[WindowTriple, ...])
 _PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS.split(","))
@@ -370,6 +371,7 @@ def _to_values(r: SummaryRecord) -> tuple[Any, ...]:
         r.created_at,
         r.quality.model_dump_json() if r.quality is not None else None,
         _TRIPLES.dump_json(r.triples).decode() if r.triples else None,
+        r.window.model_dump_json() if r.window is not None else None,
     )
 
 
@@ -393,4 +395,5 @@ def _to_record(row: Any) -> SummaryRecord:
         created_at=created,
         quality=QualityScore.model_validate_json(row.quality) if row.quality else None,
         triples=_TRIPLES.validate_json(row.triples) if row.triples else (),
+        window=WindowFacts.model_validate_json(row.window_facts) if row.window_facts else None,
     )

@@ -233,7 +233,7 @@ async def test_rollback_writes_a_new_version_and_publishes_it():
     assert new.created_at == NOW and new.usage == TokenUsage(prompt_tokens=0, completion_tokens=0)
     assert (await store.get_current("u1")) == new
     assert [r.version for r in await store.history("u1")] == [1, 2, 3, 4]
-    assert publisher.events == [change_event(new)]
+    assert publisher.events == [change_event(new, records[2].summary)]  # it replaced v3
 
 
 async def test_rollback_created_at_is_truncated_to_milliseconds():

@@ -55,3 +55,31 @@ async def test_records_within_the_dedupe_horizon_are_buffered_and_older_ones_dea
     assert dlq.codes == ["beyond_dedupe_horizon"]
     assert f.stats.buffered == 3
     assert f.positions[("in", 0)] == 4  # the dead-lettered record is committed too
+
+
+async def test_change_events_carry_the_window_facts_and_the_previous_summary():
+    """What a subscriber needs without a read: event count and times, the input offset range
+    per partition, and the summary the version replaced."""
+    from schemas import InputRange
+    from streamer.app import baseline_model
+    from tests.factories import T0
+
+    settings = Settings(window={"max_events": 3})
+    publisher = CollectingPublisher()
+    f = build_flow(settings, store=InMemoryProfileStore(), model=baseline_model(),
+                   publisher=publisher, buffer=MemoryPendingBuffer(), dead_letters=DLQ())
+    records = [Rec(pairwise(f"e{n}", "u1", minutes=n).model_dump_json().encode(), b"u1",
+                   time.time(), topic=settings.kafka.input_topic, partition=2, offset=offset)
+               for n, offset in enumerate((5, 7, 9, 12, 13, 14))]
+    await f.intake(records[:3])
+    await f.scheduler.flush()
+    await f.intake(records[3:])
+    await f.scheduler.flush()
+    first, second = publisher.events
+    assert first.window.events == 3 and first.previous_summary is None
+    assert (first.window.first_event_at, first.window.last_event_at) == (
+        T0, T0.replace(minute=T0.minute + 2))
+    assert first.window.inputs == (InputRange(topic=settings.kafka.input_topic, partition=2,
+                                              first_offset=5, last_offset=9),)
+    assert second.window.inputs[0].first_offset == 12 and second.window.inputs[0].last_offset == 14
+    assert second.previous_summary == first.summary and second.previous_version == 1

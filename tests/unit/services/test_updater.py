@@ -75,6 +75,18 @@ async def test_replayed_window_is_not_applied_twice_but_its_event_is_republished
     assert [e.event_id for e in u.publisher.events][0] == u.publisher.events[1].event_id
 
 
+async def test_a_republished_change_event_is_the_same_event():
+    """After a crash between store and publish, the copy carries what the original did: the
+    previous summary (read back from the history) and the window facts (stored)."""
+    u = updater(lambda req: f"<think>t</think>\n\nSummary {len(req.triples)}.")
+    await u.apply("u1", [pairwise("e1")])
+    await u.apply("u1", [pairwise("e2"), pairwise("e3")])
+    await u.apply("u1", [pairwise("e2"), pairwise("e3")])  # redelivered: republished
+    original, copy = u.publisher.events[1], u.publisher.events[2]
+    assert copy == original
+    assert copy.previous_summary == "Summary 1." and copy.window.events == 2
+
+
 async def test_partially_replayed_window_applies_only_new_events():
     u = updater(lambda req: f"<think>t</think>\n\n{len(req.triples)} new.")
     await u.apply("u1", [pairwise("e1")])
