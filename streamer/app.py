@@ -395,7 +395,17 @@ def build_api(
     sender = sender or build_sender(settings)
     telemetry = telemetry or setup_telemetry(settings)
     start = getattr(sender, "start", None)
+    api = settings.api
+    read_tokens = [t.strip() for t in api.read_tokens.get_secret_value().split(",")
+                   if t.strip()] if api.read_tokens else []
+    if api.anonymous_reads:
+        log.warning("STREAMER_API__ANONYMOUS_READS is on: anyone who reaches the API reads "
+                    "every user's summary (a local demo only)")
+    elif not read_tokens and not token:
+        log.warning("no STREAMER_API__READ_TOKENS nor STREAMER_API__TOKEN: reads answer 403")
     app = create_api(store, change_publisher(settings, sender), token=token,
+                     read_tokens=read_tokens, anonymous_reads=api.anonymous_reads,
+                     as_of_max_versions=api.as_of_max_versions,
                      ready=store_probe(store), before_write=start, telemetry=telemetry)
     return Api(app=app, store=store, sender=sender, telemetry=telemetry)
 

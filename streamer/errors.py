@@ -10,7 +10,8 @@
     │   ├── ModelRequestError              the model server refused the request (4xx)
     │   ├── OutputRejectedError            no usable summary after the in-call attempts
     │   ├── PublishRejectedError           Kafka refused a record (too large, not authorized)
-    │   └── RollbackRefusedError           a rollback that cannot be done (with its ``code``)
+    │   ├── RollbackRefusedError           a rollback that cannot be done (with its ``code``)
+    │   └── AsOfTooDeepError               an ``as_of`` read past its bound of versions
     ├── FencedError                        this worker lost the user's partition
     └── TransientError                     retriable=True: a dependency is slow or down
         ├── VersionConflictError           another writer stored this version first
@@ -91,6 +92,11 @@ class RollbackRefusedError(PermanentError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AsOfTooDeepError(PermanentError):
+    """An ``as_of`` read would examine more of a user's versions than allowed
+    (``STREAMER_API__AS_OF_MAX_VERSIONS``)."""
 
 
 class FencedError(StreamerError):

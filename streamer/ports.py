@@ -97,8 +97,10 @@ class ReadableProfileStore(ProfileStore, Protocol):
         """Up to ``limit`` versions older than ``before_version`` (all when None), newest first."""
         ...
 
-    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
-        """The highest version with ``created_at <= when`` (aware), or None."""
+    async def as_of(self, user_id: str, when: datetime, *,
+                    max_versions: int | None = None) -> SummaryRecord | None:
+        """The highest version with ``created_at <= when`` (aware), or None; raises
+        :class:`~streamer.errors.AsOfTooDeepError` past ``max_versions`` versions examined."""
         ...
 
     def scan_history(self) -> AsyncIterator[SummaryRecord]:

@@ -219,7 +219,17 @@ class ApiSettings(_Section):
     port: int = Field(8080, ge=1, le=65535)
     """Port of the read API."""
     token: SecretStr | None = None
-    """Bearer token required by the API's write route (rollback); unset disables it (403)."""
+    """Admin bearer token: the write route (rollback) and every read; unset disables writes
+    (403)."""
+    read_tokens: SecretStr | None = None
+    """Bearer tokens of the read scope (summary, history, `as_of`), comma-separated: several,
+    so that each consumer has its own and can rotate it. Unset with no admin token and no
+    anonymous reads: reads answer 403."""
+    anonymous_reads: bool = False
+    """Serve the read routes without a token (a local demo only; never expose such an API)."""
+    as_of_max_versions: int = Field(10_000, ge=1)
+    """An `as_of` read examines at most this many of the user's newest versions; an older point
+    in time answers 422 (page the history instead)."""
 
 
 class Settings(BaseSettings):

@@ -60,7 +60,8 @@ NOT_IN_CONFIG = {
     "STREAMER_MODEL__BASE_URLS": "rendered from model.endpoints or the vLLM pool",
     "STREAMER_KAFKA__GROUP_INSTANCE_ID": "per pod: the pod name (worker.staticMembership)",
 }
-SECRET_ENV = {"STREAMER_MODEL__API_KEY", "STREAMER_CASSANDRA__PASSWORD", "STREAMER_API__TOKEN"}
+SECRET_ENV = {"STREAMER_MODEL__API_KEY", "STREAMER_CASSANDRA__PASSWORD", "STREAMER_API__TOKEN",
+              "STREAMER_API__READ_TOKENS"}
 
 _HELM_HOME = tempfile.mkdtemp(prefix="prefstream-helm-home-")
 atexit.register(shutil.rmtree, _HELM_HOME, ignore_errors=True)
@@ -841,6 +842,7 @@ def test_existing_secret_is_wired_and_no_secret_is_rendered():
     assert _secret_refs(_container(docs, "api")) == {
         "STREAMER_CASSANDRA__PASSWORD": (name, "STREAMER_CASSANDRA__PASSWORD"),
         "STREAMER_API__TOKEN": (name, "STREAMER_API__TOKEN"),
+        "STREAMER_API__READ_TOKENS": (name, "STREAMER_API__READ_TOKENS"),
     }
     assert _secret_refs(_job_container(docs, "migrate")) == {
         "STREAMER_CASSANDRA__PASSWORD": (name, "STREAMER_CASSANDRA__PASSWORD"),
@@ -859,11 +861,15 @@ def test_existing_secret_custom_keys_and_skipped_keys():
 
 def test_chart_managed_secret_when_values_are_given():
     docs = render((MINIMAL,), ("secrets.modelApiKey=mk", "secrets.cassandraPassword=cp",
-                               "secrets.apiToken=at"))
+                               "secrets.apiToken=at", "secrets.apiReadTokens=r1\\,r2"))
     secret = named(docs, "Secret", f"{RELEASE}-prefstream")
     assert secret["stringData"] == {"STREAMER_MODEL__API_KEY": "mk",
                                     "STREAMER_CASSANDRA__PASSWORD": "cp",
-                                    "STREAMER_API__TOKEN": "at"}
+                                    "STREAMER_API__TOKEN": "at",
+                                    "STREAMER_API__READ_TOKENS": "r1,r2"}
+    assert _secret_refs(_container(docs, "api"))["STREAMER_API__READ_TOKENS"] == (
+        f"{RELEASE}-prefstream", "STREAMER_API__READ_TOKENS")
+    assert "STREAMER_API__READ_TOKENS" not in _secret_refs(_container(docs, "worker"))
     refs = _secret_refs(_container(docs, "worker"))
     assert refs["STREAMER_MODEL__API_KEY"] == (f"{RELEASE}-prefstream", "STREAMER_MODEL__API_KEY")
     pod = workload(docs, "worker")["spec"]["template"]["metadata"]

@@ -247,12 +247,14 @@ def test_dockerignore_keeps_the_build_inputs_and_drops_local_state(stages):
     for src in sources:
         src_path = ROOT / src
         assert src_path.exists(), f"COPY {src}: no such path in the repository"
-        files = [src_path] if src_path.is_file() else [p for p in src_path.rglob("*") if p.is_file()
-                                                       and "__pycache__" not in p.parts]
+        files = [src_path] if src_path.is_file() else [
+            p for p in src_path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
+            and not any(part.endswith(".egg-info") for part in p.parts)]  # local build state
         for f in files:
             rel = f.relative_to(ROOT).as_posix()
             assert not dockerignored(rel, patterns), f"{rel} is needed but .dockerignore drops it"
     for local in (".venv/bin/python", ".git/HEAD", ".tools/bin/helm", "run/x", "tests/conftest.py",
+                  "schemas/prefstream_schemas.egg-info/PKG-INFO",
                   "helm/prefstream/values.yaml", "prefstream-demo.sqlite3",
                   "streamer/__pycache__/cli.cpython-311.pyc", "e2e-abc-data/x"):
         assert dockerignored(local, patterns), f"{local} should not be in the build context"

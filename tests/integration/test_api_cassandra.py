@@ -26,6 +26,8 @@ from streamer.services.updater import change_event
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 TOKEN = "integration-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_TOKEN = "reader"
+AS_OF_MAX = 50
 TOPIC = "profiles.summaries.v1"
 
 
@@ -51,8 +53,11 @@ class RecordingSend:
 async def serve(store, send: RecordingSend | None = None, *, ready=None):
     send = send or RecordingSend()
     app = create_api(store, KafkaChangePublisher(send, TOPIC), token=TOKEN,
-                     ready=ready or store_probe(store))
-    async with TestClient(TestServer(app)) as client:
+                     read_tokens=(READ_TOKEN,), ready=ready or store_probe(store),
+                     as_of_max_versions=AS_OF_MAX)
+    # reads present the read token; the rollback requests carry the admin token themselves
+    async with TestClient(TestServer(app),
+                          headers={"Authorization": f"Bearer {READ_TOKEN}"}) as client:
         yield client
 
 
@@ -164,7 +169,7 @@ async def test_rollback_creates_the_next_version_and_its_change_event(store, use
     ((topic, key, _, headers),) = send.records
     assert topic == TOPIC and key == user.encode()
     assert ("type", b"summary.changed") in headers
-    assert send.events() == [change_event(stored)]
+    assert send.events() == [change_event(stored, records[2].summary)]  # it replaced v3
 
 
 async def test_rollback_refusals_leave_cassandra_untouched(store, user):
@@ -197,7 +202,7 @@ async def test_concurrent_rollbacks_exactly_one_wins(store, user):
     history = await store.history(user)
     assert [r.version for r in history] == [1, 2, 3, 4]
     assert [e.version for e in send.events()] == [4]
-    assert send.events() == [change_event(history[-1])]
+    assert send.events() == [change_event(history[-1], history[-2].summary)]
 
 
 async def test_racing_rollbacks_never_share_a_version(store, user):
@@ -240,3 +245,18 @@ def test_change_event_wire_format_is_the_contract(user):
     r = record(user, 2)
     event = change_event(r)
     assert json.loads(event.model_dump_json())["version"] == 2
+
+
+async def test_reads_need_a_token_and_as_of_is_bounded_on_cassandra(store):
+    """Access control and the as_of bound against the real store (its paged history scan)."""
+    await seed(store, "u-deep", 60)  # created at T0 + 1h ... + 60h
+    async with serve(store) as client:
+        anonymous = await client.get("/v1/users/u-deep/summary",
+                                     headers={"Authorization": ""})
+        assert anonymous.status == 401
+        ok = await client.get("/v1/users/u-deep/summary",
+                              params={"as_of": (T0 + timedelta(hours=11, minutes=30)).isoformat()})
+        assert ok.status == 200 and (await ok.json())["version"] == 11  # the 50th newest
+        deep = await client.get("/v1/users/u-deep/summary",
+                                params={"as_of": (T0 + timedelta(hours=10, minutes=30)).isoformat()})
+        assert deep.status == 422 and (await deep.json())["error"] == "as_of_too_old"

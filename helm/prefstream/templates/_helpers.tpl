@@ -162,7 +162,7 @@ STREAMER_API__TOKEN: the existingSecret, or the chart-managed one.
 True ("true") when the chart renders its own Secret: no existingSecret and some value given.
 */}}
 {{- define "prefstream.createSecret" -}}
-{{- if and (not .Values.existingSecret) (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken) -}}
+{{- if and (not .Values.existingSecret) (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken .Values.secrets.apiReadTokens) -}}
 true
 {{- end -}}
 {{- end -}}
@@ -226,6 +226,7 @@ credentials and its bearer token, `streamer migrate` the Cassandra credentials.
 {{- end -}}
 {{- if eq .component "api" -}}
 {{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_API__TOKEN" "existingKey" $keys.apiToken "value" $v.secrets.apiToken "chartSecret" .chartSecret) -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_API__READ_TOKENS" "existingKey" $keys.apiReadTokens "value" $v.secrets.apiReadTokens "chartSecret" .chartSecret) -}}
 {{- end -}}
 {{- end -}}
 
@@ -311,7 +312,7 @@ reported at once (bitnami's validateValues aggregation).
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.existingSecret (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken) -}}
+{{- if and .Values.existingSecret (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken .Values.secrets.apiReadTokens) -}}
 {{- $errors = append $errors "existingSecret is set and so are secrets.*: use one or the other (the chart-managed Secret is rendered only without existingSecret)." -}}
 {{- end -}}
 {{- if and .Values.cassandraCredentialsSecret.name (not .Values.cassandraCredentialsSecret.passwordKey) -}}

@@ -42,7 +42,7 @@ from pydantic import TypeAdapter
 
 from schemas import QualityScore, SummaryRecord, TokenUsage, WindowFacts, WindowTriple
 
-from ...errors import StoreUnavailableError, VersionConflictError
+from ...errors import AsOfTooDeepError, StoreUnavailableError, VersionConflictError
 from ...settings import CassandraSettings, default_of
 
 log = logging.getLogger(__name__)
@@ -271,20 +271,27 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._page, (user_id, bound, limit))
         return [_to_record(r) for r in rows]
 
-    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
+    async def as_of(self, user_id: str, when: datetime, *,
+                    max_versions: int | None = None) -> SummaryRecord | None:
         """The version that was current at ``when``: the highest version with ``created_at <= when``.
 
         Scans the user's history partition newest first, reading only ``(version, created_at)``
         in pages of 1000 and stopping at the first match, then reads that one row: the cost grows
         with the number of versions newer than the answer (the whole partition when there is
-        none).  ``created_at`` is stored with millisecond precision.
+        none), so ``max_versions`` bounds it: beyond that many versions examined,
+        :class:`AsOfTooDeepError`.  ``created_at`` is stored with millisecond precision.
         """
         if when.tzinfo is None:
             raise ValueError("as_of needs a timezone-aware datetime")
         before = _NO_VERSION_BOUND
+        examined = 0
         while True:
             rows = await _execute(self._session, self._stamps, (user_id, before, _AS_OF_SCAN_PAGE))
             for row in rows:
+                examined += 1
+                if max_versions is not None and examined > max_versions:
+                    raise AsOfTooDeepError(
+                        f"as_of would examine more than {max_versions} versions")
                 created = row.created_at
                 if created is None:
                     continue

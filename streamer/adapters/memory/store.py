@@ -11,7 +11,7 @@ from datetime import datetime
 
 from schemas import SummaryRecord
 
-from ...errors import VersionConflictError
+from ...errors import AsOfTooDeepError, VersionConflictError
 
 
 class InMemoryProfileStore:
@@ -57,11 +57,15 @@ class InMemoryProfileStore:
         older = [r for r in newest_first if before_version is None or r.version < before_version]
         return older[:limit]
 
-    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
-        """The version that was current at ``when``: the highest version with created_at <= when."""
+    async def as_of(self, user_id: str, when: datetime, *,
+                    max_versions: int | None = None) -> SummaryRecord | None:
+        """The version that was current at ``when``: the highest version with created_at <= when
+        (among the newest ``max_versions``; beyond them :class:`AsOfTooDeepError`)."""
         if when.tzinfo is None:
             raise ValueError("as_of needs a timezone-aware datetime")
-        for record in reversed(self.versions.get(user_id, [])):
+        for examined, record in enumerate(reversed(self.versions.get(user_id, [])), start=1):
+            if max_versions is not None and examined > max_versions:
+                raise AsOfTooDeepError(f"as_of would examine more than {max_versions} versions")
             if record.created_at <= when:
                 return record
         return None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from schemas import SummaryRecord
 
-from ...errors import VersionConflictError
+from ...errors import AsOfTooDeepError, VersionConflictError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS summary_history (
@@ -84,13 +84,15 @@ class SqliteProfileStore:
             ).fetchall()
         return [SummaryRecord.model_validate_json(r[0]) for r in rows]
 
-    async def as_of(self, user_id: str, when: datetime) -> SummaryRecord | None:
-        """The version that was current at ``when``."""
-        found = None
-        for record in await self.history(user_id):
+    async def as_of(self, user_id: str, when: datetime, *,
+                    max_versions: int | None = None) -> SummaryRecord | None:
+        """The version that was current at ``when`` (among the newest ``max_versions``)."""
+        for examined, record in enumerate(reversed(await self.history(user_id)), start=1):
+            if max_versions is not None and examined > max_versions:
+                raise AsOfTooDeepError(f"as_of would examine more than {max_versions} versions")
             if record.created_at <= when:
-                found = record
-        return found
+                return record
+        return None
 
     async def users(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT user_id FROM summaries_current ORDER BY 1")]

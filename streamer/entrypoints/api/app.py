@@ -9,7 +9,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from schemas.events import UserId
 
-from ...errors import RollbackRefusedError, StoreUnavailableError
+from ...errors import AsOfTooDeepError, RollbackRefusedError, StoreUnavailableError
 from ...ports import ChangePublisher, ProfileStore, ReadableProfileStore
 from ...services.rollback import rollback
 from ...telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry
@@ -77,6 +77,7 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
+    422: "unprocessable",
 }
 _PASSED_HEADERS = ("allow", "www-authenticate")
 
@@ -172,6 +173,9 @@ class _Handlers:
         publisher: ChangePublisher,
         *,
         token: str | None,
+        read_tokens: Sequence[str],
+        anonymous_reads: bool,
+        as_of_max_versions: int | None,
         ready: Ready,
         ready_timeout_s: float,
         before_write: Callable[[], Awaitable[None]] | None,
@@ -181,6 +185,9 @@ class _Handlers:
         self.store = store
         self.publisher = publisher
         self.token = token.encode() if token else None
+        self.read_tokens = tuple(t.encode() for t in read_tokens if t)
+        self.anonymous_reads = anonymous_reads
+        self.as_of_max_versions = as_of_max_versions
         self.ready = ready
         self.ready_timeout_s = ready_timeout_s
         self.before_write = before_write
@@ -188,11 +195,18 @@ class _Handlers:
         self.document = json.dumps(document, ensure_ascii=False)
 
     async def summary(self, request: web.Request) -> web.Response:
+        self._authorize_read(request)
         user_id = _user_id(request)
         raw = request.query.get("as_of")
         if raw is not None:
             when = parse_as_of(raw)
-            record = await self.store.as_of(user_id, when)
+            try:
+                record = await self.store.as_of(user_id, when,
+                                                max_versions=self.as_of_max_versions)
+            except AsOfTooDeepError as exc:
+                raise ApiError(422, "as_of_too_old",
+                               f"{exc}: page the history (GET {HISTORY_PATH}) to go further "
+                               "back") from exc
             if record is None:
                 raise ApiError(404, "not_found",
                                f"user {user_id!r} had no summary at {when.isoformat()}")
@@ -203,6 +217,7 @@ class _Handlers:
         return _json(record)
 
     async def history(self, request: web.Request) -> web.Response:
+        self._authorize_read(request)
         user_id = _user_id(request)
         limit = _int_param(request, "limit", default=DEFAULT_HISTORY_LIMIT, minimum=1,
                            maximum=MAX_HISTORY_LIMIT)
@@ -216,15 +231,34 @@ class _Handlers:
         return _json(page)
 
     def _authorize(self, request: web.Request) -> None:
+        """The admin scope (the write routes): the admin token only."""
         if self.token is None:
             raise ApiError(403, "writes_disabled",
                            "rollback is disabled: no API token is configured (STREAMER_API__TOKEN)")
+        self._check(request, (self.token,))
+
+    def _authorize_read(self, request: web.Request) -> None:
+        """The read scope: a read token or the admin token (or anyone, with anonymous reads)."""
+        if self.anonymous_reads:
+            return
+        accepted = (*self.read_tokens, *((self.token,) if self.token else ()))
+        if not accepted:
+            raise ApiError(403, "reads_disabled",
+                           "reads need a token and none is configured: set "
+                           "STREAMER_API__READ_TOKENS (or STREAMER_API__ANONYMOUS_READS=true "
+                           "for a local demo)")
+        self._check(request, accepted)
+
+    @staticmethod
+    def _check(request: web.Request, accepted: Sequence[bytes]) -> None:
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
         presented = credentials.strip().encode()
         if scheme.lower() != "bearer" or not presented:
             raise ApiError(401, "unauthorized", "missing bearer token",
                            {"WWW-Authenticate": 'Bearer realm="prefstream"'})
-        if not hmac.compare_digest(presented, self.token):
+        # compare with every accepted token (no early exit: the time does not tell which)
+        matches = [hmac.compare_digest(presented, t) for t in accepted]
+        if not any(matches):
             raise ApiError(401, "unauthorized", "invalid bearer token",
                            {"WWW-Authenticate": 'Bearer realm="prefstream", error="invalid_token"'})
 
@@ -271,6 +305,9 @@ def create_api(
     *,
     token: str | None,
     ready: Ready,
+    read_tokens: Sequence[str] = (),
+    anonymous_reads: bool = False,
+    as_of_max_versions: int | None = 10_000,
     ready_timeout_s: float = 5.0,
     before_write: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], datetime] = _utcnow,
@@ -280,13 +317,17 @@ def create_api(
 
     ``telemetry``: its instruments are served as Prometheus text on ``GET /metrics``.
 
-    ``token``: bearer token of the write route (rollback); None or empty disables it (403).
+    ``token``: the admin bearer token (rollback, and reads); None or empty disables writes (403).
+    ``read_tokens``: bearer tokens of the read scope; without them, an admin token or
+    ``anonymous_reads``, reads answer 403.  ``as_of_max_versions`` bounds an ``as_of`` read.
     ``ready``: readiness check; it returns details for ``/readyz`` or raises (503 + reason).
     ``before_write``: awaited before a rollback is stored (e.g. connect the Kafka producer), so
     a publisher that cannot work refuses the rollback (503) before anything is written.
     """
     document = openapi_document()
-    h = _Handlers(store, publisher, token=token or None, ready=ready,
+    h = _Handlers(store, publisher, token=token or None, read_tokens=read_tokens,
+                  anonymous_reads=anonymous_reads, as_of_max_versions=as_of_max_versions,
+                  ready=ready,
                   ready_timeout_s=ready_timeout_s, before_write=before_write, clock=clock,
                   document=document)
     app = web.Application(middlewares=[_error_middleware])

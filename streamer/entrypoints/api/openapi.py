@@ -65,8 +65,11 @@ def openapi_document() -> dict[str, Any]:
     def errors(*codes: int) -> dict[str, Any]:
         text = {
             400: "Invalid parameter or body.",
-            401: "Missing or wrong bearer token.",
-            403: "Writes are disabled: no API token configured.",
+            401: "Missing or wrong bearer token (reads: a read token or the admin token; "
+                 "writes: the admin token).",
+            403: "Disabled: no token of the route's scope is configured.",
+            422: "`as_of` is older than the newest `STREAMER_API__AS_OF_MAX_VERSIONS` versions: "
+                 "page the history instead.",
             404: "Not found.",
             409: "Version conflict: another writer stored the version first, `expected_version` "
                  "is not current, or `to_version` is already current.",
@@ -89,7 +92,9 @@ def openapi_document() -> dict[str, Any]:
                      "description": "ISO 8601 timestamp WITH a timezone offset.",
                      "schema": {"type": "string", "format": "date-time"}},
                 ],
-                "responses": {"200": _response("The version.", record), **errors(400, 404, 503)},
+                "security": [{"bearerAuth": []}],
+                "responses": {"200": _response("The version.", record),
+                              **errors(400, 401, 403, 404, 422, 503)},
             }
         },
         HISTORY_PATH: {
@@ -97,6 +102,7 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "getHistory",
                 "summary": "Versions newest first, paginated by version",
                 "tags": ["summaries"],
+                "security": [{"bearerAuth": []}],
                 "parameters": [
                     user_param,
                     {"name": "limit", "in": "query", "required": False,
@@ -109,7 +115,7 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": _response("A page of versions (empty for an unknown user).", page),
-                    **errors(400, 503),
+                    **errors(400, 401, 403, 503),
                 },
             }
         },

@@ -31,6 +31,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+READ_TOKEN = "reader-token"
 
 
 def record(user: str, version: int, summary: str | None = None) -> SummaryRecord:
@@ -55,11 +56,15 @@ async def _ready() -> dict:
 
 @asynccontextmanager
 async def serve(store=None, publisher=None, *, token: str | None = TOKEN, ready=_ready,
-                clock=lambda: NOW, **kw):
+                clock=lambda: NOW, reader: str | None = READ_TOKEN, **kw):
+    """The API with a read token and an admin token; the client presents ``reader`` (the read
+    token) on every request unless a request sets its own Authorization."""
     store = store if store is not None else InMemoryProfileStore()
     publisher = publisher if publisher is not None else CollectingPublisher()
+    kw.setdefault("read_tokens", (READ_TOKEN, "another-reader"))
     app = create_api(store, publisher, token=token, ready=ready, clock=clock, **kw)
-    async with TestClient(TestServer(app)) as client:
+    headers = {"Authorization": f"Bearer {reader}"} if reader else None
+    async with TestClient(TestServer(app), headers=headers) as client:
         client.store, client.publisher = store, publisher  # type: ignore[attr-defined]
         yield client
 
@@ -577,3 +582,47 @@ async def test_history_page_and_as_of_of_the_stores(store):
     assert [r.version for r in await store.history("u1")] == [1, 2, 3, 4]  # unchanged
     assert (await store.as_of("u1", T0 + timedelta(hours=3, seconds=1))).version == 3
     assert await store.as_of("u1", T0) is None
+
+
+# --- access control ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/users/u1/summary", "/v1/users/u1/history",
+                                  "/v1/users/u1/summary?as_of=2026-03-01T13:30:00Z"])
+async def test_reads_need_a_read_or_admin_token(store, path):
+    await seed(store)
+    async with serve(store, reader=None) as client:
+        assert await error_of(await client.get(path), 401) == "unauthorized"
+        wrong = await client.get(path, headers={"Authorization": "Bearer nope"})
+        assert await error_of(wrong, 401) == "unauthorized"
+        assert wrong.headers["WWW-Authenticate"].startswith("Bearer")
+        for token in (READ_TOKEN, "another-reader", TOKEN):  # each read token, and the admin's
+            ok = await client.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert ok.status == 200, await ok.text()
+
+
+async def test_a_read_token_cannot_write(store):
+    await seed(store)
+    async with serve(store) as client:  # the client presents the read token
+        resp = await client.post("/v1/users/u1/rollback", json={"to_version": 1, "reason": "x"})
+        assert await error_of(resp, 401) == "unauthorized"
+        assert [r.version for r in await store.history("u1")] == [1, 2, 3]
+
+
+async def test_reads_are_refused_when_no_token_is_configured(store):
+    await seed(store)
+    async with serve(store, token=None, reader=None, read_tokens=()) as client:
+        assert await error_of(await client.get("/v1/users/u1/summary"), 403) == "reads_disabled"
+    async with serve(store, token=None, reader=None, read_tokens=(),
+                     anonymous_reads=True) as client:  # the local demo's explicit opt-in
+        assert (await client.get("/v1/users/u1/summary")).status == 200
+
+
+async def test_as_of_reads_are_bounded(store):
+    await seed(store, versions=5)  # created at 13:00 ... 17:00
+    async with serve(store, as_of_max_versions=3) as client:
+        ok = await client.get("/v1/users/u1/summary", params={"as_of": "2026-03-01T15:30:00+00:00"})
+        assert ok.status == 200 and (await ok.json())["version"] == 3  # the 3rd newest: examined
+        deep = await client.get("/v1/users/u1/summary",
+                                params={"as_of": "2026-03-01T14:30:00+00:00"})
+        assert await error_of(deep, 422) == "as_of_too_old"
