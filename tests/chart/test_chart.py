@@ -996,6 +996,14 @@ def test_network_policies_default_and_restricted():
     policies = {component(p): p for p in of_kind(docs, "NetworkPolicy")}
     assert set(policies) == {"worker", "api"}
     assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in policies.values())
+    # external ingress is denied by default except to the API
+    assert "from" not in policies["api"]["spec"]["ingress"][0]
+    assert policies["worker"]["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {f"{RELEASE}-prefstream-client": "true"}}}]
+    docs = render((MINIMAL,), ("networkPolicy.ingressNSMatchLabels.name=monitoring",))
+    worker = next(p for p in of_kind(docs, "NetworkPolicy") if component(p) == "worker")
+    assert {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}} in \
+        worker["spec"]["ingress"][0]["from"]
 
     docs = render((CI_DIR / "existing-secret-values.yaml",))
     for p in of_kind(docs, "NetworkPolicy"):
