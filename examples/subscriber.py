@@ -11,7 +11,9 @@ the service. The rules every subscriber should follow:
   below the last one applied for that user.
 * **Unknown fields** are ignored (``SummaryChanged.from_wire``: new optional fields may be
   added to a ``v1`` payload at any time); an unknown ``ce_type`` is skipped.
-* **Tombstones** (a null value, the compacted topic's deletion of a user) remove the user.
+* **Deletions**: a ``…summary.deleted.v1`` event (then a tombstone, a null value) removes the
+  user; a change event of that user with ``occurred_at`` at or before the deletion (an update
+  that was in flight) is ignored.
 
     python examples/subscriber.py --bootstrap 127.0.0.1:9092 --group my-personalizer \\
         --state view.json
@@ -32,14 +34,16 @@ import signal
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from schemas import CE_TYPES, SummaryChanged, ce_attributes
+from schemas import CE_TYPES, SummaryChanged, SummaryDeleted, ce_attributes
 
 log = logging.getLogger("subscriber")
 
 UPDATED = CE_TYPES["summary.changed"]
+DELETED = CE_TYPES["summary.deleted"]
 
 
 @dataclass
@@ -47,6 +51,7 @@ class View:
     """Each user's latest summary, plus the recent event ids (to drop duplicates)."""
 
     users: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deleted: dict[str, str] = field(default_factory=dict)  # user -> when it was deleted (ISO)
     seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
     max_seen: int = 100_000
     stats: dict[str, int] = field(default_factory=lambda: {
@@ -59,11 +64,16 @@ class View:
         return outcome
 
     def _apply(self, key: bytes | None, value: bytes | None, headers: Any) -> str:
-        if value is None:  # tombstone: the user was deleted
+        if value is None:  # tombstone: the user was deleted (after its deletion event)
             if key is not None and self.users.pop(key.decode(), None) is not None:
                 return "deleted"
             return "skipped"
         ce = ce_attributes(headers)
+        if ce.get("type") == DELETED:
+            gone = SummaryDeleted.from_wire(value)
+            self.deleted[gone.user_id] = gone.occurred_at.isoformat()
+            self.users.pop(gone.user_id, None)
+            return "deleted"
         if ce.get("type", UPDATED) != UPDATED:
             return "skipped"
         event = SummaryChanged.from_wire(value)  # ignores fields newer than this code
@@ -71,6 +81,9 @@ class View:
         if event_id in self.seen:
             return "duplicates"
         self._remember(event_id)
+        deleted_at = self.deleted.get(event.user_id)
+        if deleted_at is not None and event.occurred_at <= datetime.fromisoformat(deleted_at):
+            return "stale"  # stored before the user was deleted
         current = self.users.get(event.user_id)
         if current is not None and event.version <= current["version"]:
             return "stale"
@@ -86,7 +99,8 @@ class View:
     # -- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps({"users": self.users, "seen": list(self.seen)}))
+        tmp.write_text(json.dumps({"users": self.users, "deleted": self.deleted,
+                                   "seen": list(self.seen)}))
         tmp.replace(path)  # atomic: a crash leaves the old view or the new one
 
     @classmethod
@@ -94,7 +108,8 @@ class View:
         if not path.exists():
             return cls()
         data = json.loads(path.read_text())
-        return cls(users=data["users"], seen=OrderedDict.fromkeys(data["seen"]))
+        return cls(users=data["users"], deleted=data.get("deleted", {}),
+                   seen=OrderedDict.fromkeys(data["seen"]))
 
 
 async def run(bootstrap: str, topic: str, group: str, state: Path, *, flush_s: float = 5.0,

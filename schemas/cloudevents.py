@@ -10,7 +10,7 @@ header                value
 ``ce_specversion``    ``1.0``
 ``ce_id``             the event's deterministic ``event_id`` (UUIDv5 of ``user_id/version``): a
                       subscriber drops duplicates by it
-``ce_type``           ``io.prefstream.summary.updated.v1`` / ``io.prefstream.summary.update_failed.v1``
+``ce_type``           ``io.prefstream.summary.updated.v1`` / ``….update_failed.v1`` / ``….deleted.v1``
 ``ce_source``         the producing service (``STREAMER_KAFKA__EVENT_SOURCE``, ``/prefstream``)
 ``ce_subject``        the user id (also the record key)
 ``ce_time``           the event's ``occurred_at``, RFC 3339 in UTC
@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC
 from typing import Any
 
-from .events import SummaryChanged, SummaryUpdateFailed
+from .events import SummaryChanged, SummaryDeleted, SummaryUpdateFailed
 
 __all__ = [
     "CE_TYPES",
@@ -42,11 +42,13 @@ CONTENT_TYPE = "application/json"
 CE_TYPES: Mapping[str, str] = {
     "summary.changed": "io.prefstream.summary.updated.v1",
     "summary.update_failed": "io.prefstream.summary.update_failed.v1",
+    "summary.deleted": "io.prefstream.summary.deleted.v1",
 }
 """CloudEvents ``type`` of each payload's ``type`` field."""
 
 
-def ce_headers(event: SummaryChanged | SummaryUpdateFailed, source: str) -> list[tuple[str, bytes]]:
+def ce_headers(event: SummaryChanged | SummaryUpdateFailed | SummaryDeleted,
+               source: str) -> list[tuple[str, bytes]]:
     """The binary-mode headers of one output event (``content-type`` included)."""
     at = event.occurred_at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     attributes = {

@@ -177,6 +177,21 @@ class SummaryChanged(Contract):
                                   "before window facts were recorded).")
 
 
+class SummaryDeleted(Contract):
+    """Published to ``profiles.summaries.v1`` when a user was deleted (``streamer forget``,
+    ``DELETE /v1/users/{id}``), followed by a tombstone (null value) for the same key.
+
+    A subscriber removes the user and ignores any change event of that user whose
+    ``occurred_at`` is at or before this ``occurred_at`` (an update that was in flight)."""
+
+    type: Literal["summary.deleted"] = "summary.deleted"
+    schema_version: Literal[1] = 1
+    event_id: EventId
+    user_id: UserId
+    deleted_versions: int = Field(ge=0, description="Stored versions removed.")
+    occurred_at: AwareDatetime = Field(description="When the user was deleted.")
+
+
 class SummaryUpdateFailed(Contract):
     """Published to ``profiles.update-failures.v1`` when a window's update gave no usable summary.
 

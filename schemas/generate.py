@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from .deadletter import DeadLetter
-from .events import Interaction, SummaryChanged, SummaryUpdateFailed
+from .events import Interaction, SummaryChanged, SummaryDeleted, SummaryUpdateFailed
 from .records import SummaryRecord
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
@@ -24,6 +24,7 @@ CONTRACTS: dict[str, Any] = {
     "interaction.v1": Interaction,
     "summary_changed.v1": SummaryChanged,
     "summary_update_failed.v1": SummaryUpdateFailed,
+    "summary_deleted.v1": SummaryDeleted,
     "summary_record.v1": SummaryRecord,
     "dead_letter.v1": DeadLetter,
 }

@@ -266,7 +266,8 @@ def build_flow(
                              token_counter=token_counter, telemetry=telemetry, scorer=scorer,
                              keep_triples=settings.quality.keep_triples,
                              input_topic=settings.kafka.input_topic if input_topic is None
-                             else input_topic)
+                             else input_topic,
+                             check_forgotten=settings.forget.suppress_s > 0)
     index = PendingIndex(window_rules(window))
     scheduler = Scheduler(
         index, buffer, updater, publisher,
@@ -406,6 +407,8 @@ def build_api(
     app = create_api(store, change_publisher(settings, sender), token=token,
                      read_tokens=read_tokens, anonymous_reads=api.anonymous_reads,
                      as_of_max_versions=api.as_of_max_versions,
+                     buffer=build_buffer(settings, store),
+                     forget_suppress_s=settings.forget.suppress_s,
                      ready=store_probe(store), before_write=start, telemetry=telemetry)
     return Api(app=app, store=store, sender=sender, telemetry=telemetry)
 

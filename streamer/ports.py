@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from schemas import SummaryChanged, SummaryRecord, SummaryUpdateFailed
+from schemas import SummaryChanged, SummaryDeleted, SummaryRecord, SummaryUpdateFailed
 
 from .domain.judge import JudgeItem, Verdict
 from .domain.prompt import Prompt
@@ -89,7 +89,16 @@ class ProfileStore(Protocol):
 
 
 class ReadableProfileStore(ProfileStore, Protocol):
-    """A store that also serves the read API's paged and point-in-time reads."""
+    """A store that also serves the read API's paged and point-in-time reads, and deletes."""
+
+    async def forget(self, user_id: str, *, suppress_s: float = 0.0) -> int:
+        """Delete the user's history, current row and applied-event index, after recording
+        the user as forgotten for ``suppress_s`` (0: not); returns the versions deleted."""
+        ...
+
+    async def suppressed(self, user_id: str) -> bool:
+        """Whether the user was forgotten within its suppression time."""
+        ...
 
     async def history_page(
         self, user_id: str, limit: int, before_version: int | None = None
@@ -147,6 +156,10 @@ class ChangePublisher(Protocol):
     async def publish(self, event: SummaryChanged) -> None: ...
 
     async def publish_failure(self, event: SummaryUpdateFailed) -> None: ...
+
+    async def publish_deleted(self, event: SummaryDeleted) -> None:
+        """The deletion event, then a tombstone (null value) for the user's key."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,5 +232,10 @@ class PendingBuffer(Protocol):
     async def parked(self, user_id: str | None = None, limit: int = 100) -> list[ParkedWindow]: ...
 
     async def unpark(self, user_id: str, window_id: str) -> None: ...
+
+    async def forget(self, user_id: str, *, partitions: Sequence[int], stamp_us: int) -> int:
+        """Delete the user's pending events, pending-user rows and parked windows; returns the
+        events removed."""
+        ...
 
     async def aclose(self) -> None: ...

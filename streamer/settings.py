@@ -232,6 +232,13 @@ class ApiSettings(_Section):
     in time answers 422 (page the history instead)."""
 
 
+class ForgetSettings(_Section):
+    suppress_s: float = Field(86_400.0, ge=0)
+    """After a user is deleted (`streamer forget`, `DELETE /v1/users/{id}`), events of that user
+    are dropped for this long instead of re-creating the profile (updates in flight, late
+    events); 0 turns it off (and the updater's extra read per window)."""
+
+
 class Settings(BaseSettings):
     """prefstream configuration (environment prefix ``STREAMER_``)."""
 
@@ -259,3 +266,4 @@ class Settings(BaseSettings):
     window: WindowSettings = WindowSettings()
     quality: QualitySettings = QualitySettings()
     api: ApiSettings = ApiSettings()
+    forget: ForgetSettings = ForgetSettings()

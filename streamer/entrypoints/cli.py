@@ -382,6 +382,42 @@ def history(user_id: str) -> None:
 
 
 @cli.command()
+@click.argument("user_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--suppress-s", type=click.FloatRange(min=0), default=None,
+              help="Drop the user's events in flight for this long.  "
+                   "[default: STREAMER_FORGET__SUPPRESS_S]")
+@_errors
+def forget(user_id: str, yes: bool, suppress_s: float | None) -> None:
+    """Delete a user everywhere (the right to be forgotten): every version, the current row,
+    the applied-event index, pending and parked windows; then publish a deletion event and a
+    tombstone on the summaries topic.  Safe to run again."""
+    from ..app import build_buffer, build_sender, build_store, change_publisher
+    from ..services.forget import forget_user
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    if not yes:
+        click.confirm(f"Delete user {user_id!r} and all of its data?", abort=True, err=True)
+
+    async def go() -> dict[str, object]:
+        store = build_store(settings)
+        buffer = build_buffer(settings, store)
+        sender = build_sender(settings)
+        try:
+            report = await forget_user(
+                store, buffer, change_publisher(settings, sender), user_id,
+                suppress_s=settings.forget.suppress_s if suppress_s is None else suppress_s,
+                now=datetime.now(UTC))
+            return report.as_dict()
+        finally:
+            await sender.aclose()
+            await store.aclose()
+
+    click.echo(json.dumps(asyncio.run(go())))
+
+
+@cli.command()
 @click.argument("action", type=click.Choice(["list", "retry", "drop"]))
 @click.argument("user_id", required=False)
 @click.option("--window-id", help="Only this window.")

@@ -61,6 +61,11 @@ class Outcome(enum.StrEnum):
     NO_TRIPLES = "no_triples"  # only unpaired dislikes: summary carried forward, events dropped
     TOO_LARGE = "too_large"  # not even one interaction fits: summary carried forward, dropped
     REJECTED_OUTPUT = "rejected_output"  # the model never gave a usable summary
+    SUPPRESSED = "suppressed"  # the user was forgotten: the window is dropped, nothing stored
+
+
+class _Forgotten(Exception):
+    """The user was forgotten while its update ran: what it stored is deleted again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +124,11 @@ class ProfileUpdater:
         scorer: QualityScorer | None = None,
         keep_triples: bool = False,
         input_topic: str = "",
+        check_forgotten: bool = False,
     ) -> None:
         self.telemetry = telemetry or Telemetry.noop()
         self.input_topic = input_topic  # named in each version's window facts
+        self.check_forgotten = check_forgotten and hasattr(store, "suppressed")
         self.scorer = scorer
         self.keep_triples = keep_triples
         self.token_counter = token_counter
@@ -172,7 +179,13 @@ class ProfileUpdater:
         guard: Callable[[], None] | None = None, digests: Mapping[str, str] | None = None,
     ) -> UpdateResult:
         reused: set[str] = set()
-        result = await self._apply_window(user_id, events, trace, guard, digests, reused)
+        if self.check_forgotten and await self.store.suppressed(user_id):  # type: ignore[attr-defined]
+            log.info("window of a forgotten user dropped (%d events)", len(events))
+            return UpdateResult(Outcome.SUPPRESSED, user_id, None)
+        try:
+            result = await self._apply_window(user_id, events, trace, guard, digests, reused)
+        except _Forgotten:
+            return UpdateResult(Outcome.SUPPRESSED, user_id, None)
         if reused:
             result = replace(result, reused_event_ids=tuple(sorted(reused)))
         return result
@@ -310,6 +323,11 @@ class ProfileUpdater:
             guard()
         with self.telemetry.span("store_append", attributes={"prefstream.version": record.version}):
             await self.store.append(record, digests)
+        if self.check_forgotten and await self.store.suppressed(user_id):  # type: ignore[attr-defined]
+            # forgotten while this update ran: delete what it stored, publish nothing
+            await self.store.forget(user_id)  # type: ignore[attr-defined]
+            log.warning("user forgotten during its update: the stored version was deleted")
+            raise _Forgotten
         self._published_version(record.user_id, record.version)
         if guard is not None:
             guard()

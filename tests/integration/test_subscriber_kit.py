@@ -135,3 +135,26 @@ def pub_headers(pub: KafkaChangePublisher, event) -> list[tuple[str, bytes]]:
     from schemas import ce_headers
 
     return ce_headers(event, pub.source)
+
+
+async def test_a_deleted_user_stays_deleted(kafka_settings, producer, tmp_path):  # noqa: F811
+    """A deletion event then its tombstone remove the user; a change event stored before the
+    deletion that arrives after it (an update in flight) does not bring the user back."""
+    from datetime import timedelta
+
+    from schemas import SummaryDeleted
+
+    await ensure_topics(kafka_settings)
+    topic = kafka_settings.output_topic
+    pub = KafkaChangePublisher(sender(producer), topic)
+    v1 = change_event(record("u-7", 1, summary="s1"))
+    in_flight = change_event(record("u-7", 2, summary="s2"))
+    await pub.publish(v1)
+    await pub.publish_deleted(SummaryDeleted(
+        event_id="del-1", user_id="u-7", deleted_versions=1,
+        occurred_at=in_flight.occurred_at + timedelta(seconds=1)))
+    await pub.publish(in_flight)  # stored before the deletion, published after it
+    view = await _subscriber_module().run(kafka_settings.bootstrap_servers, topic, "it-sub-4",
+                                          tmp_path / "v.json", flush_s=0.1, idle_exit_s=3)
+    assert "u-7" not in view.users
+    assert view.stats["deleted"] == 1 and view.stats["stale"] == 1

@@ -6,7 +6,15 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from schemas import CE_TYPES, SummaryChanged, SummaryUpdateFailed, TokenUsage, ce_attributes, ce_headers
+from schemas import (
+    CE_TYPES,
+    SummaryChanged,
+    SummaryDeleted,
+    SummaryUpdateFailed,
+    TokenUsage,
+    ce_attributes,
+    ce_headers,
+)
 from streamer.adapters.kafka.publish import KafkaChangePublisher
 
 pytestmark = pytest.mark.unit
@@ -31,7 +39,8 @@ def test_binary_mode_headers_of_a_change_event():
 
 def test_every_output_payload_has_a_versioned_type():
     assert set(CE_TYPES) == {SummaryChanged.model_fields["type"].default,
-                             SummaryUpdateFailed.model_fields["type"].default}
+                             SummaryUpdateFailed.model_fields["type"].default,
+                             SummaryDeleted.model_fields["type"].default}
     assert all(t.startswith("io.prefstream.") and t.endswith(".v1") for t in CE_TYPES.values())
 
 

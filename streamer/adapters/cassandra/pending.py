@@ -62,8 +62,11 @@ class CassandraPendingBuffer:
         self._parked_user = prep(f"SELECT {cols} FROM {ks}.parked_windows WHERE user_id = ?")
         self._parked_all = prep(f"SELECT {cols} FROM {ks}.parked_windows LIMIT ?")
         self._unpark = prep(f"DELETE FROM {ks}.parked_windows WHERE user_id = ? AND window_id = ?")
+        self._forget_events = prep(f"DELETE FROM {ks}.pending_events WHERE user_id = ?")
+        self._forget_parked = prep(f"DELETE FROM {ks}.parked_windows WHERE user_id = ?")
         for stmt in (self._put, self._read, self._del, self._user_put, self._user_del,
-                     self._users, self._park, self._parked_user, self._parked_all, self._unpark):
+                     self._users, self._park, self._parked_user, self._parked_all, self._unpark,
+                     self._forget_events, self._forget_parked):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
 
     @classmethod
@@ -155,6 +158,20 @@ class CassandraPendingBuffer:
 
     async def unpark(self, user_id: str, window_id: str) -> None:
         await self._run(self._unpark, (user_id, window_id))
+
+    async def forget(self, user_id: str, *, partitions: Sequence[int], stamp_us: int) -> int:
+        """Delete the user's pending events, its pending-user index rows (in ``partitions``:
+        the partitions its events were buffered from) and its parked windows.  Returns the
+        pending and parked events removed."""
+        pending = await self._run(self._read, (user_id,))
+        parked = await self._run(self._parked_user, (user_id,))
+        seen = {r.kafka_partition for r in pending} | {r.kafka_partition for r in parked}
+        await _gather([
+            self._run(self._forget_events, (user_id,)),
+            self._run(self._forget_parked, (user_id,)),
+            *(self._run(self._user_del, (stamp_us, p, user_id)) for p in seen | set(partitions)),
+        ])
+        return len(pending) + sum(len(r.event_ids or ()) for r in parked)
 
     async def aclose(self) -> None:
         if self._cluster is not None:

@@ -212,11 +212,21 @@ class CassandraProfileStore:
         self._applied: PreparedStatement = prep(
             f"SELECT event_id, digest FROM {ks}.applied_events WHERE user_id = ? AND event_id IN ?"
         )
+        # forgetting a user: the suppression entry first, then every row of the user
+        self._suppress: PreparedStatement = prep(
+            f"INSERT INTO {ks}.forgotten_users (user_id, forgotten_at) VALUES (?, ?) USING TTL ?")
+        self._suppressed: PreparedStatement = prep(
+            f"SELECT user_id FROM {ks}.forgotten_users WHERE user_id = ?")
+        self._versions: PreparedStatement = prep(
+            f"SELECT version FROM {ks}.summary_history WHERE user_id = ?")
+        self._forget = [prep(f"DELETE FROM {ks}.{table} WHERE user_id = ?")
+                        for table in ("summary_history", "summaries_current", "applied_events")]
         for stmt in (self._claim,):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
             stmt.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
         for stmt in (self._latest, self._history, self._current, self._page, self._stamps,
-                     self._one, self._advance, self._mark_applied):
+                     self._one, self._advance, self._mark_applied, self._suppress,
+                     self._suppressed, self._versions, *self._forget):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
 
     @classmethod
@@ -270,6 +280,22 @@ class CassandraProfileStore:
         bound = _NO_VERSION_BOUND if before_version is None else before_version
         rows = await _execute(self._session, self._page, (user_id, bound, limit))
         return [_to_record(r) for r in rows]
+
+    async def forget(self, user_id: str, *, suppress_s: float = 0.0) -> int:
+        """Delete every stored row of the user (history, current row, applied-event index);
+        with ``suppress_s``, first record the user as forgotten for that long (events still in
+        flight are then dropped by the updater).  Returns the number of versions deleted."""
+        if suppress_s > 0:
+            await _execute(self._session, self._suppress,
+                           (user_id, datetime.now(UTC), max(1, int(suppress_s))))
+        versions = len(await _execute(self._session, self._versions, (user_id,)))
+        for statement in self._forget:
+            await _execute(self._session, statement, (user_id,))
+        return versions
+
+    async def suppressed(self, user_id: str) -> bool:
+        """Whether the user was forgotten within the suppression time."""
+        return bool(await _execute(self._session, self._suppressed, (user_id,)))
 
     async def as_of(self, user_id: str, when: datetime, *,
                     max_versions: int | None = None) -> SummaryRecord | None:

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from schemas import DeadLetter, SummaryChanged, SummaryUpdateFailed, ce_headers
+from schemas import DeadLetter, SummaryChanged, SummaryDeleted, SummaryUpdateFailed, ce_headers
 
 from ...domain.codec import encode_model
 from ...errors import ConfigurationError, InvalidEventError
@@ -42,7 +42,14 @@ class KafkaChangePublisher:
         if self.failures_topic:
             await self._publish(self.failures_topic, event)
 
-    async def _publish(self, topic: str, event: SummaryChanged | SummaryUpdateFailed) -> None:
+    async def publish_deleted(self, event: SummaryDeleted) -> None:
+        """The deletion event, then a tombstone for the key: compaction then removes every
+        earlier record of the user from the summaries topic."""
+        await self._publish(self.topic, event)
+        await self._send(self.topic, event.user_id.encode(), None, ())
+
+    async def _publish(self, topic: str,
+                       event: SummaryChanged | SummaryUpdateFailed | SummaryDeleted) -> None:
         headers = [*ce_headers(event, self.source), ("type", event.type.encode()),
                    *outgoing_trace_headers()]  # W3C traceparent of the window's update span
         await self._send(topic, event.user_id.encode(), encode_model(event), headers)

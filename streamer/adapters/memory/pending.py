@@ -59,6 +59,15 @@ class MemoryPendingBuffer:
     async def unpark(self, user_id: str, window_id: str) -> None:
         self._parked.pop((user_id, window_id), None)
 
+    async def forget(self, user_id: str, *, partitions: Sequence[int], stamp_us: int) -> int:
+        removed = len(self._events.pop(user_id, {}))
+        for key in [k for k in self._parked if k[0] == user_id]:
+            removed += len(self._parked.pop(key).entries)
+        for partition, uid in list(self._users):
+            if uid == user_id:
+                self._stamp(partition, user_id, stamp_us, None)
+        return removed
+
     def pending_count(self) -> int:
         return sum(len(v) for v in self._events.values())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from schemas import SummaryChanged, SummaryUpdateFailed
+from schemas import SummaryChanged, SummaryDeleted, SummaryUpdateFailed
 
 
 class CollectingPublisher:
@@ -11,9 +11,13 @@ class CollectingPublisher:
     def __init__(self) -> None:
         self.events: list[SummaryChanged] = []
         self.failures: list[SummaryUpdateFailed] = []
+        self.deleted: list[SummaryDeleted] = []
 
     async def publish(self, event: SummaryChanged) -> None:
         self.events.append(event)
 
     async def publish_failure(self, event: SummaryUpdateFailed) -> None:
         self.failures.append(event)
+
+    async def publish_deleted(self, event: SummaryDeleted) -> None:
+        self.deleted.append(event)

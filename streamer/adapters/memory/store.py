@@ -5,6 +5,7 @@ process.  Not safe across processes; history is kept in full."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -20,6 +21,7 @@ class InMemoryProfileStore:
     def __init__(self) -> None:
         self.versions: dict[str, list[SummaryRecord]] = defaultdict(list)
         self.digests: dict[tuple[str, str], str] = {}
+        self.forgotten: dict[str, float] = {}  # user -> suppressed until (monotonic)
 
     async def get_current(self, user_id: str) -> SummaryRecord | None:
         history = self.versions.get(user_id)
@@ -56,6 +58,17 @@ class InMemoryProfileStore:
         newest_first = reversed(self.versions.get(user_id, []))
         older = [r for r in newest_first if before_version is None or r.version < before_version]
         return older[:limit]
+
+    async def forget(self, user_id: str, *, suppress_s: float = 0.0) -> int:
+        if suppress_s > 0:
+            self.forgotten[user_id] = time.monotonic() + suppress_s
+        versions = len(self.versions.pop(user_id, []))
+        for key in [k for k in self.digests if k[0] == user_id]:
+            del self.digests[key]
+        return versions
+
+    async def suppressed(self, user_id: str) -> bool:
+        return self.forgotten.get(user_id, 0.0) > time.monotonic()
 
     async def as_of(self, user_id: str, when: datetime, *,
                     max_versions: int | None = None) -> SummaryRecord | None:

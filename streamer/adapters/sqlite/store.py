@@ -8,6 +8,7 @@ same transaction.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,10 @@ CREATE TABLE IF NOT EXISTS summaries_current (
     user_id TEXT PRIMARY KEY,
     version INTEGER NOT NULL,
     record TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forgotten_users (
+    user_id TEXT PRIMARY KEY,
+    until REAL NOT NULL
 );
 """
 
@@ -155,6 +160,22 @@ class SqliteProfileStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             raise
+
+    async def forget(self, user_id: str, *, suppress_s: float = 0.0) -> int:
+        with self._db:
+            if suppress_s > 0:
+                self._db.execute("INSERT OR REPLACE INTO forgotten_users (user_id, until) "
+                                 "VALUES (?, ?)", (user_id, time.time() + suppress_s))
+            versions = self._db.execute("SELECT COUNT(*) FROM summary_history WHERE user_id = ?",
+                                        (user_id,)).fetchone()[0]
+            for table in ("summary_history", "summaries_current", "applied_events"):
+                self._db.execute(f"DELETE FROM {table} WHERE user_id = ?", (user_id,))
+        return versions
+
+    async def suppressed(self, user_id: str) -> bool:
+        row = self._db.execute("SELECT until FROM forgotten_users WHERE user_id = ?",
+                               (user_id,)).fetchone()
+        return bool(row) and row[0] > time.time()
 
     async def aclose(self) -> None:
         self._db.close()

@@ -19,7 +19,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from schemas.events import UserId
 
 from ...errors import AsOfTooDeepError, RollbackRefusedError, StoreUnavailableError
-from ...ports import ChangePublisher, ProfileStore, ReadableProfileStore
+from ...ports import ChangePublisher, PendingBuffer, ProfileStore, ReadableProfileStore
+from ...services.forget import forget_user
 from ...services.rollback import rollback
 from ...telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry
 from .bodies import (
@@ -29,6 +30,7 @@ from .bodies import (
     MAX_VERSION,
     ROLLBACK_PATH,
     SUMMARY_PATH,
+    USER_PATH,
     ErrorBody,
     HistoryPage,
     Liveness,
@@ -176,6 +178,8 @@ class _Handlers:
         read_tokens: Sequence[str],
         anonymous_reads: bool,
         as_of_max_versions: int | None,
+        buffer: PendingBuffer | None,
+        forget_suppress_s: float,
         ready: Ready,
         ready_timeout_s: float,
         before_write: Callable[[], Awaitable[None]] | None,
@@ -188,6 +192,8 @@ class _Handlers:
         self.read_tokens = tuple(t.encode() for t in read_tokens if t)
         self.anonymous_reads = anonymous_reads
         self.as_of_max_versions = as_of_max_versions
+        self.buffer = buffer
+        self.forget_suppress_s = forget_suppress_s
         self.ready = ready
         self.ready_timeout_s = ready_timeout_s
         self.before_write = before_write
@@ -281,6 +287,19 @@ class _Handlers:
             raise ApiError(_ROLLBACK_STATUS[exc.code], exc.code, str(exc)) from exc
         return _json(record, status=201)
 
+    async def forget(self, request: web.Request) -> web.Response:
+        """Delete the user everywhere (admin scope): versions, current row, applied-event index,
+        pending and parked windows; then the deletion event and a tombstone."""
+        self._authorize(request)
+        user_id = _user_id(request)
+        if self.buffer is None:
+            raise ApiError(503, "unavailable", "no pending buffer is configured for deletes")
+        if self.before_write is not None:
+            await self.before_write()
+        report = await forget_user(self.store, self.buffer, self.publisher, user_id,
+                                   suppress_s=self.forget_suppress_s, now=self.clock())
+        return web.json_response(report.as_dict(), dumps=_dumps)
+
     async def livez(self, request: web.Request) -> web.Response:
         return _json(Liveness())
 
@@ -308,6 +327,8 @@ def create_api(
     read_tokens: Sequence[str] = (),
     anonymous_reads: bool = False,
     as_of_max_versions: int | None = 10_000,
+    buffer: PendingBuffer | None = None,
+    forget_suppress_s: float = 0.0,
     ready_timeout_s: float = 5.0,
     before_write: Callable[[], Awaitable[None]] | None = None,
     clock: Callable[[], datetime] = _utcnow,
@@ -327,6 +348,7 @@ def create_api(
     document = openapi_document()
     h = _Handlers(store, publisher, token=token or None, read_tokens=read_tokens,
                   anonymous_reads=anonymous_reads, as_of_max_versions=as_of_max_versions,
+                  buffer=buffer, forget_suppress_s=forget_suppress_s,
                   ready=ready,
                   ready_timeout_s=ready_timeout_s, before_write=before_write, clock=clock,
                   document=document)
@@ -334,6 +356,7 @@ def create_api(
     app.router.add_get(SUMMARY_PATH, h.summary, name="summary")
     app.router.add_get(HISTORY_PATH, h.history, name="history")
     app.router.add_post(ROLLBACK_PATH, h.rollback, name="rollback")
+    app.router.add_delete(USER_PATH, h.forget, name="forget")
     app.router.add_get("/livez", h.livez, name="livez")
     app.router.add_get("/readyz", h.readyz, name="readyz")
     app.router.add_get("/openapi.json", h.openapi, name="openapi")

@@ -15,6 +15,7 @@ MAX_VERSION = 2**31 - 1  # versions are a CQL ``int``
 SUMMARY_PATH = "/v1/users/{user_id}/summary"
 HISTORY_PATH = "/v1/users/{user_id}/history"
 ROLLBACK_PATH = "/v1/users/{user_id}/rollback"
+USER_PATH = "/v1/users/{user_id}"
 
 
 class _Body(BaseModel):

@@ -19,6 +19,7 @@ from .bodies import (
     MAX_VERSION,
     ROLLBACK_PATH,
     SUMMARY_PATH,
+    USER_PATH,
     ErrorBody,
     HistoryPage,
     Liveness,
@@ -134,6 +135,32 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {
                     "201": _response("The new version.", record),
                     **errors(400, 401, 403, 404, 409, 502, 503),
+                },
+            }
+        },
+        USER_PATH: {
+            "delete": {
+                "operationId": "forgetUser",
+                "summary": "Delete a user everywhere (the right to be forgotten)",
+                "description": "Removes every stored version, the current row, the applied-event "
+                               "index, pending and parked windows; publishes "
+                               "`SummaryDeleted` and a tombstone on the summaries topic. Events "
+                               "of the user still in flight are dropped for "
+                               "`STREAMER_FORGET__SUPPRESS_S`. Idempotent.",
+                "tags": ["summaries"],
+                "security": [{"bearerAuth": []}],
+                "parameters": [user_param],
+                "responses": {
+                    "200": {"description": "What was deleted.", "content": {"application/json": {
+                        "schema": {"type": "object", "required": [
+                            "user_id", "deleted_versions", "deleted_pending_events",
+                            "suppressed_s", "event_id"], "properties": {
+                            "user_id": {"type": "string"},
+                            "deleted_versions": {"type": "integer", "minimum": 0},
+                            "deleted_pending_events": {"type": "integer", "minimum": 0},
+                            "suppressed_s": {"type": "number", "minimum": 0},
+                            "event_id": {"type": "string"}}}}}},
+                    **errors(400, 401, 403, 503),
                 },
             }
         },
