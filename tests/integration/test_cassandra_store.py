@@ -29,7 +29,8 @@ def test_migrations_are_idempotent_and_recorded(cassandra_settings):
             f"SELECT version, name FROM {cassandra_settings.keyspace}.schema_migrations"))
         assert sorted(r.name for r in rows) == ["0001_summaries.cql", "0002_applied_events.cql",
                                                   "0003_pending.cql", "0004_applied_digest.cql",
-                                                  "0005_quality.cql", "0006_window_facts.cql"]
+                                                  "0005_quality.cql", "0006_window_facts.cql",
+                                                  "0007_forgotten_users.cql"]
     finally:
         cluster.shutdown()
 
