@@ -116,6 +116,10 @@ class ReadableProfileStore(ProfileStore, Protocol):
         """Every stored version of every user (reports and exports: a full scan)."""
         ...
 
+    def scan_current(self) -> AsyncIterator[SummaryRecord]:
+        """Every user's current version (exports: a full scan)."""
+        ...
+
 
 class Judge(Protocol):
     """Answers one pairwise question from a summary (the paper's judge, §6.1): a model over

@@ -568,6 +568,121 @@ def quality(users: tuple[str, ...], user_prefix: str | None, since: datetime | N
             click.echo(f"wrote {len(made)} plots: {', '.join(map(str, made))}", err=True)
 
 
+@cli.command(name="export")
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+                metavar="OUT.jsonl|-")
+@_scan_options
+@click.option("--history", is_flag=True,
+              help="Every version (what import-summaries restores), not only current ones.")
+@_errors
+def export(out: Path, users: tuple[str, ...], user_prefix: str | None, since: datetime | None,
+           until: datetime | None, no_progress: bool, history: bool) -> None:
+    """Write stored summaries as JSONL, one stored version per line: each user's current one,
+    or (--history) all of them; filtered by users and created_at."""
+    from tqdm import tqdm
+
+    from ..app import build_store
+    from ..evaluation.quality_report import Cohort
+    from ..services.portability import export_records
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    cohort = Cohort(users=frozenset(users), user_prefix=user_prefix, since=since, until=until)
+    to_stdout = str(out) == "-"
+    partial = out.with_name(out.name + ".partial")  # OUT appears only when complete
+
+    async def go() -> int:
+        store = build_store(settings)
+        written = 0
+        f = sys.stdout if to_stdout else partial.open("w", encoding="utf-8")
+        try:
+            with tqdm(desc="exporting", unit="ver", disable=no_progress, file=sys.stderr) as bar:
+                async for record in export_records(store, history=history, admits=cohort.admits):
+                    f.write(record.model_dump_json() + "\n")
+                    written += 1
+                    bar.update()
+        finally:
+            if not to_stdout:
+                f.close()
+            await store.aclose()
+        return written
+
+    try:
+        written = asyncio.run(go())
+    except BaseException:
+        if not to_stdout:
+            partial.unlink(missing_ok=True)
+        raise
+    if not to_stdout:
+        partial.replace(out)
+    click.echo(f"exported {written} version(s){' (full history)' if history else ''}"
+               f"{'' if to_stdout else f' to {out}'}", err=True)
+
+
+@cli.command(name="import-summaries")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                metavar="EXPORT.jsonl")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_errors
+def import_summaries(path: Path, no_progress: bool) -> None:
+    """Restore a full-history export (streamer export --history) into the store: versions,
+    created_at and event ids preserved; users the store already has are skipped (exit 1)."""
+    from tqdm import tqdm
+
+    from ..app import build_store
+    from ..services.portability import import_records, read_export
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+
+    async def go() -> Any:
+        store = build_store(settings)
+        try:
+            with path.open(encoding="utf-8") as f, tqdm(
+                    desc="importing", unit="ver", disable=no_progress, file=sys.stderr) as bar:
+                return await import_records(store, read_export(f), on_version=bar.update)
+        finally:
+            await store.aclose()
+
+    report = asyncio.run(go())
+    click.echo(json.dumps(report.as_dict()))
+    if report.skipped_existing:
+        click.echo(f"skipped {len(report.skipped_existing)} user(s) the store already has, e.g. "
+                   f"{report.skipped_existing[0]!r} (import restores into an empty store)",
+                   err=True)
+        sys.exit(EX_FAILED)
+
+
+@cli.command(name="rebuild-current")
+@click.option("--topic", help="The compacted summaries topic.  [default: "
+                              "STREAMER_KAFKA__OUTPUT_TOPIC]")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_errors
+def rebuild_current_rows(topic: str | None, no_progress: bool) -> None:
+    """Rebuild the current rows from the compacted summaries topic (read from its beginning to
+    the end offsets at start): each user's latest version; deleted users are deleted."""
+    from tqdm import tqdm
+
+    from ..adapters.kafka.topic_reader import read_topic
+    from ..app import build_store
+    from ..services.portability import rebuild_current
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+
+    async def go() -> Any:
+        store = build_store(settings)
+        try:
+            with tqdm(desc="rebuilding", unit="rec", disable=no_progress, file=sys.stderr) as bar:
+                return await rebuild_current(store, read_topic(
+                    settings.kafka.bootstrap_servers, topic or settings.kafka.output_topic,
+                    on_record=bar.update))
+        finally:
+            await store.aclose()
+
+    click.echo(json.dumps(asyncio.run(go()).as_dict()))
+
+
 @cli.command(name="export-training")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.jsonl")
 @_scan_options

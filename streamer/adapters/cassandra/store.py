@@ -257,6 +257,23 @@ class CassandraProfileStore:
             if len(page) < _SCAN_PAGE:
                 return
 
+    async def scan_current(self) -> AsyncIterator[SummaryRecord]:
+        """Every user's current row (a full scan of ``summaries_current``, a page at a time)."""
+        statement = SimpleStatement(f"SELECT {_COLUMNS} FROM {self.keyspace}.summaries_current",
+                                    fetch_size=_SCAN_PAGE)
+        rows = iter(await asyncio.to_thread(self._session.execute, statement))
+        while True:
+            page = await asyncio.to_thread(lambda: list(itertools.islice(rows, _SCAN_PAGE)))
+            for row in page:
+                yield _to_record(row)
+            if len(page) < _SCAN_PAGE:
+                return
+
+    async def write_current(self, record: SummaryRecord) -> None:
+        """Write a current row only (``streamer rebuild-current``), with the version's write
+        timestamp: a row that is newer already stays."""
+        await _execute(self._session, self._advance, (*_to_values(record), _write_ts(record)))
+
     async def read_current_row(self, user_id: str) -> SummaryRecord | None:
         """The ``summaries_current`` row (the read path), which may lag after a crash."""
         rows = await _execute(self._session, self._current, (user_id,))

@@ -49,6 +49,11 @@ class InMemoryProfileStore:
             for record in list(self.versions[user_id]):
                 yield record
 
+    async def scan_current(self) -> AsyncIterator[SummaryRecord]:
+        for user_id in sorted(self.versions):
+            if self.versions[user_id]:
+                yield self.versions[user_id][-1]
+
     async def history_page(
         self, user_id: str, limit: int, before_version: int | None = None
     ) -> list[SummaryRecord]:

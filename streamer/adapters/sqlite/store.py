@@ -69,6 +69,21 @@ class SqliteProfileStore:
                 "SELECT record FROM summary_history ORDER BY user_id, version").fetchall():
             yield SummaryRecord.model_validate_json(record)
 
+    async def scan_current(self) -> AsyncIterator[SummaryRecord]:
+        """Every user's current row, by user."""
+        for (record,) in self._db.execute(
+                "SELECT record FROM summaries_current ORDER BY user_id").fetchall():
+            yield SummaryRecord.model_validate_json(record)
+
+    async def write_current(self, record: SummaryRecord) -> None:
+        """Write a current row only; a newer one stays."""
+        with self._db:
+            self._db.execute(
+                "INSERT INTO summaries_current (user_id, version, record) VALUES (?, ?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET version = excluded.version, "
+                "record = excluded.record WHERE excluded.version > summaries_current.version",
+                (record.user_id, record.version, record.model_dump_json()))
+
     async def history_page(
         self, user_id: str, limit: int, before_version: int | None = None
     ) -> list[SummaryRecord]:

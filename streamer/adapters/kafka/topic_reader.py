@@ -1,0 +1,50 @@
+"""Read a whole topic once: every partition from its beginning to the end offsets it had when
+the read started (no consumer group, nothing committed). For ``streamer rebuild-current``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from ...errors import BrokerUnavailableError, ConfigurationError
+
+
+async def read_topic(bootstrap: str, topic: str, *,
+                     on_record: Callable[[], Any] | None = None
+                     ) -> AsyncIterator[tuple[bytes | None, bytes | None, Any]]:
+    """(key, value, headers) of every record, partition by partition, in offset order."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed")
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"cannot reach Kafka at {bootstrap} ({exc})") from exc
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            partitions = set(await _partitions(consumer, topic))
+        if not partitions:
+            raise ConfigurationError(f"topic {topic!r} does not exist")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
+                for record in batch.get(tp, ()):
+                    if record.offset >= ends[tp]:
+                        break
+                    if on_record is not None:
+                        on_record()
+                    yield record.key, record.value, record.headers
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+    return sorted(consumer._client.cluster.partitions_for_topic(topic) or ())  # noqa: SLF001
