@@ -433,7 +433,9 @@ def build_replay(
     events = window_events or settings.window.max_events
     window = settings.window.model_copy(update={
         "max_events": events, "max_age_s": window_age_s, "max_tokens": None,
-        "min_interval_s": 0.0, "max_events_per_update": max(events, 1)})
+        "min_interval_s": 0.0, "max_events_per_update": max(events, 1),
+        # a file is applied on its own event time: a dataset years old is not "too old"
+        "max_event_age_s": 1e12})
     clock = Replay.Clock()
     dead_letters = CountingDeadLetters()
     tee = Tee(publisher)

@@ -11,7 +11,7 @@ from streamer.entrypoints.cli import EX_USAGE, cli, main
 pytestmark = pytest.mark.unit
 
 COMMANDS = {"worker", "api", "replay", "backfill", "eval", "migrate", "topics", "get", "history",
-            "forget", "export", "import-summaries", "rebuild-current",
+            "forget", "export", "import-summaries", "rebuild-current", "import",
             "parked", "completion", "doctor", "quality", "export-training", "plan"}
 
 
