@@ -136,7 +136,6 @@ def movielens(ratings: Iterable[str], movies: Iterable[str], *, seed: int = 7) -
     for row in reader:
         genres = () if row["genres"] == "(no genres listed)" else tuple(row["genres"].split("|"))
         items[row["movieId"]] = Item(id=row["movieId"], title=row["title"], genres=genres)
-    pool = sorted(items)
     rated: dict[str, list[tuple[int, str]]] = {}
     reader = csv.DictReader(ratings)
     if reader.fieldnames is None or not {"userId", "movieId", "rating", "timestamp"} <= set(
@@ -144,21 +143,7 @@ def movielens(ratings: Iterable[str], movies: Iterable[str], *, seed: int = 7) -
         raise ConfigurationError("ratings.csv: expected the header userId,movieId,rating,timestamp")
     for row in reader:
         rated.setdefault(row["userId"], []).append((int(row["timestamp"]), row["movieId"]))
-    events: list[Interaction] = []
-    skipped = 0
-    for user, seen in rated.items():
-        rng = _rng(seed, user)
-        excluded = {m for _, m in seen}
-        for ts, movie in sorted(seen):
-            negative = _negative(rng, pool, excluded)
-            if movie not in items or negative is None:
-                skipped += 1
-                continue
-            events.append(PairwiseChoice(
-                event_id=f"ml-{user}-{movie}-{ts}", user_id=user,
-                occurred_at=datetime.fromtimestamp(ts, UTC), domain="movies",
-                chosen=items[movie], rejected=items[negative]))
-    return _result(events, items, skipped)
+    return _positives(rated, items, seed, prefix="ml", domain="movies", per_second=1)
 
 
 # --------------------------------------------------------------------------- Amazon Reviews 2023
@@ -177,7 +162,6 @@ def amazon(reviews: Iterable[str], meta: Iterable[str], *, seed: int = 7) -> Imp
         description = m.get("description")
         items[asin] = Item(id=asin, title=m.get("title") or None,
                            description=str(description) if description else None)
-    pool = sorted(items)
     reviewed: dict[str, list[tuple[int, str]]] = {}
     for n, line in enumerate(reviews, start=1):
         if not line.strip():
@@ -188,20 +172,28 @@ def amazon(reviews: Iterable[str], meta: Iterable[str], *, seed: int = 7) -> Imp
         except (ValueError, KeyError) as exc:
             raise _bad("review JSONL", n, "not a JSON object with user_id, parent_asin, "
                                           "timestamp") from exc
+    return _positives(reviewed, items, seed, prefix="amz", domain="books", per_second=1000)
+
+
+def _positives(seen_by_user: dict[str, list[tuple[int, str]]], items: dict[str, Item],
+               seed: int, *, prefix: str, domain: str, per_second: int) -> ImportResult:
+    """Every (timestamp, item) a user interacted with as a positive, each against a random
+    item of ``items`` the user never interacted with (timestamps in 1/``per_second`` s)."""
+    pool = sorted(items)
     events: list[Interaction] = []
     skipped = 0
-    for user, seen in reviewed.items():
+    for user, seen in seen_by_user.items():
         rng = _rng(seed, user)
-        excluded = {a for _, a in seen}
-        for ts_ms, asin in sorted(seen):
+        excluded = {i for _, i in seen}
+        for ts, item_id in sorted(seen):
             negative = _negative(rng, pool, excluded)
-            if asin not in items or negative is None:
+            if item_id not in items or negative is None:
                 skipped += 1
                 continue
             events.append(PairwiseChoice(
-                event_id=f"amz-{user}-{asin}-{ts_ms}", user_id=user,
-                occurred_at=datetime.fromtimestamp(ts_ms / 1000, UTC), domain="books",
-                chosen=items[asin], rejected=items[negative]))
+                event_id=f"{prefix}-{user}-{item_id}-{ts}", user_id=user,
+                occurred_at=datetime.fromtimestamp(ts / per_second, UTC), domain=domain,
+                chosen=items[item_id], rejected=items[negative]))
     return _result(events, items, skipped)
 
 

@@ -247,7 +247,11 @@ class CassandraProfileStore:
     async def scan_history(self) -> AsyncIterator[SummaryRecord]:
         """Every stored version of every user (a full scan of the history table, in token
         order, one driver page at a time): reports and exports, never the hot path."""
-        statement = SimpleStatement(f"SELECT {_COLUMNS} FROM {self.keyspace}.summary_history",
+        async for record in self._scan("summary_history"):
+            yield record
+
+    async def _scan(self, table: str) -> AsyncIterator[SummaryRecord]:
+        statement = SimpleStatement(f"SELECT {_COLUMNS} FROM {self.keyspace}.{table}",
                                     fetch_size=_SCAN_PAGE)
         rows = iter(await asyncio.to_thread(self._session.execute, statement))
         while True:
@@ -259,15 +263,8 @@ class CassandraProfileStore:
 
     async def scan_current(self) -> AsyncIterator[SummaryRecord]:
         """Every user's current row (a full scan of ``summaries_current``, a page at a time)."""
-        statement = SimpleStatement(f"SELECT {_COLUMNS} FROM {self.keyspace}.summaries_current",
-                                    fetch_size=_SCAN_PAGE)
-        rows = iter(await asyncio.to_thread(self._session.execute, statement))
-        while True:
-            page = await asyncio.to_thread(lambda: list(itertools.islice(rows, _SCAN_PAGE)))
-            for row in page:
-                yield _to_record(row)
-            if len(page) < _SCAN_PAGE:
-                return
+        async for record in self._scan("summaries_current"):
+            yield record
 
     async def write_current(self, record: SummaryRecord) -> None:
         """Write a current row only (``streamer rebuild-current``), with the version's write
