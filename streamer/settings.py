@@ -236,7 +236,8 @@ class ForgetSettings(_Section):
     suppress_s: float = Field(86_400.0, ge=0)
     """After a user is deleted (`streamer forget`, `DELETE /v1/users/{id}`), events of that user
     are dropped for this long instead of re-creating the profile (updates in flight, late
-    events); 0 turns it off (and the updater's extra read per window)."""
+    events); 0 turns it off (and the updater's two point reads per window, before and after it
+    stores)."""
 
 
 class Settings(BaseSettings):
