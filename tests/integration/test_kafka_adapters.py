@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from schemas import DeadLetter, SummaryChanged, ce_attributes
 from streamer.adapters.kafka.admin import ensure_topics
 from streamer.adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from streamer.adapters.kafka.topic_reader import read_topic
 from streamer.errors import InvalidEventError
 from streamer.services.updater import change_event
 from streamer.settings import KafkaSettings
@@ -97,3 +98,17 @@ async def test_dead_letter_keeps_original_bytes_and_headers(kafka_settings, prod
     assert (envelope.error_type, envelope.source_partition, envelope.source_offset) == (
         "invalid_json", 2, 41)
     assert envelope.consumer_group == "g"
+
+
+async def test_read_topic_reads_every_partition_from_its_beginning_every_time(kafka_settings,
+                                                                             producer):
+    """A fault seen in CI: assigning partitions without a position let the consumer's own reset
+    to "latest" race the seek to the beginning, so a whole read could come back empty."""
+    await ensure_topics(kafka_settings)
+    topic = kafka_settings.output_topic
+    for i in range(30):
+        await producer.send_and_wait(topic, b"v%d" % i, key=b"k%d" % i)
+    for _ in range(10):
+        seen = [value async for _key, value, _headers in
+                read_topic(kafka_settings.bootstrap_servers, topic)]
+        assert sorted(seen) == sorted(b"v%d" % i for i in range(30))

@@ -16,8 +16,10 @@ async def read_topic(bootstrap: str, topic: str, *,
                      on_record: Callable[[], Any] | None = None
                      ) -> AsyncIterator[tuple[bytes | None, bytes | None, Any]]:
     """(key, value, headers) of every record, partition by partition, in offset order."""
+    # earliest: assigning a partition without a position makes the fetcher reset it, and a
+    # reset to "latest" racing a lazy seek to the beginning can skip the whole partition
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed")
+                                isolation_level="read_committed", auto_offset_reset="earliest")
     try:
         await consumer.start()
     except KafkaError as exc:
@@ -30,8 +32,10 @@ async def read_topic(bootstrap: str, topic: str, *,
             raise ConfigurationError(f"topic {topic!r} does not exist")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
-        await consumer.seek_to_beginning(*tps)
+        for tp in tps:
+            consumer.seek(tp, starts[tp])  # explicit offsets: no lazy reset to race with
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
