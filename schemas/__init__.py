@@ -21,11 +21,12 @@ from .events import (
     TokenUsage,
     WindowFacts,
 )
-from .items import Item
+from .items import CatalogItem, Item
 from .records import SummaryRecord, WindowTriple
 
 __all__ = [
     "CE_TYPES",
+    "CatalogItem",
     "Click",
     "Contract",
     "DeadLetter",

@@ -144,6 +144,9 @@ class WindowFacts(Contract):
     inputs: tuple[InputRange, ...] = Field(
         default=(), description="Input topic, partition and offset range of those events (empty "
                                 "for versions not made from Kafka input: replay, backfill).")
+    unresolved_item_ids: tuple[str, ...] = Field(
+        default=(), description="Items named by id only that the catalog did not know within "
+                                "the grace period: their events were applied without them.")
 
 
 class SummaryChanged(Contract):

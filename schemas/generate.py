@@ -16,6 +16,7 @@ from pydantic import TypeAdapter
 
 from .deadletter import DeadLetter
 from .events import Interaction, SummaryChanged, SummaryDeleted, SummaryUpdateFailed
+from .items import CatalogItem
 from .records import SummaryRecord
 
 OUT_DIR = Path(__file__).parent / "jsonschema"
@@ -27,6 +28,7 @@ CONTRACTS: dict[str, Any] = {
     "summary_deleted.v1": SummaryDeleted,
     "summary_record.v1": SummaryRecord,
     "dead_letter.v1": DeadLetter,
+    "catalog_item.v1": CatalogItem,
 }
 
 

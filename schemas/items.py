@@ -1,8 +1,15 @@
-"""Items a user can interact with: an id plus the text fields the model reads."""
+"""Items a user can interact with: an id plus the text fields the model reads.
+
+:class:`CatalogItem` is the value of the compacted catalog topic ``profiles.items.v1`` (key =
+the item id, UTF-8; a null value deletes the item): events may then name an item by ``id``
+alone, and the worker fills in its text from the catalog when the window closes.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import AwareDatetime, Field
 
 from .base import Contract
 
@@ -28,3 +35,21 @@ class Item(Contract):
         max_length=MAX_TEXT_CHARS,
         description="Free text, e.g. a chat response in an A/B choice; used by the generic domain.",
     )
+
+    def is_bare(self) -> bool:
+        """Only an id: no text for the model (to be resolved from the catalog)."""
+        return not (self.title or self.abstract or self.description or self.genres or self.text)
+
+
+class CatalogItem(Contract):
+    """One item's metadata on the catalog topic (key = ``item.id``).
+
+    The latest record of a key wins (the topic is compacted); ``domain`` says which rendering
+    the item's fields were written for (news: title + abstract, movies: title + genres...)."""
+
+    type: Literal["catalog.item"] = "catalog.item"
+    schema_version: Literal[1] = 1
+    domain: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_-]*$")
+    item: Item
+    updated_at: AwareDatetime | None = Field(
+        default=None, description="When the product last changed the item (informational).")

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
+from .adapters.kafka.catalog import CatalogFollower
 from .adapters.kafka.consumer import BufferedPositionConsumer
 from .adapters.kafka.producer import FaustSender, IdempotentProducer, KafkaSender
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .domain.baseline import BASELINE_MODEL_NAME
+from .domain.catalog import Catalog
 from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
 from .entrypoints.replay import EVENT_TIME_WINDOW_AGE_S, CountingDeadLetters, Replay, Tee
@@ -204,10 +206,12 @@ async def provision_topics(settings: Settings) -> list[str]:
     existing one differs.  Returns a description of each topic."""
     from .adapters.kafka.admin import ensure_topics, topic_specs
 
-    problems = await ensure_topics(settings.kafka)
+    catalog = settings.catalog.topic if settings.catalog.enabled else None
+    problems = await ensure_topics(settings.kafka, catalog_topic=catalog)
     if problems:
         raise TopicMismatchError(problems)
-    return [f"{t.name}: partitions={t.partitions} {t.config}" for t in topic_specs(settings.kafka)]
+    return [f"{t.name}: partitions={t.partitions} {t.config}"
+            for t in topic_specs(settings.kafka, catalog)]
 
 
 def build_sender(settings: Settings) -> KafkaSender:
@@ -250,11 +254,16 @@ def build_flow(
     window: WindowSettings | None = None,
     retry: RetryPolicy | None = None,
     input_topic: str | None = None,
+    catalog: Catalog | None = None,
+    catalog_grace_s: float | None = None,
+    catalog_ready: Callable[[], bool] = lambda: True,
 ) -> UpdateFlow:
     """Intake, index, scheduler and updater of one worker (also of replay, on event time).
 
     The model sits behind the scheduler's budget (``STREAMER_MODEL__MAX_CONCURRENCY`` calls in
-    flight); ``window`` overrides ``settings.window`` (replay closes windows on event time)."""
+    flight); ``window`` overrides ``settings.window`` (replay closes windows on event time).
+    ``catalog`` fills in items named by id only, when windows close (``catalog_grace_s``
+    overrides ``STREAMER_CATALOG__GRACE_S``; ``catalog_ready`` says it finished loading)."""
     window = window or settings.window
     budget = BudgetedModel(model, settings.model.max_concurrency)
     judge = build_judge(settings, model)
@@ -267,7 +276,8 @@ def build_flow(
                              keep_triples=settings.quality.keep_triples,
                              input_topic=settings.kafka.input_topic if input_topic is None
                              else input_topic,
-                             check_forgotten=settings.forget.suppress_s > 0)
+                             check_forgotten=settings.forget.suppress_s > 0,
+                             catalog=catalog.get if catalog is not None else None)
     index = PendingIndex(window_rules(window))
     scheduler = Scheduler(
         index, buffer, updater, publisher,
@@ -280,6 +290,9 @@ def build_flow(
         ownership=Ownership(),
         dead_letters=dead_letters,
         telemetry=telemetry,
+        catalog=catalog.get if catalog is not None else None,
+        catalog_grace_s=settings.catalog.grace_s if catalog_grace_s is None else catalog_grace_s,
+        catalog_ready=catalog_ready,
     )
     return UpdateFlow(
         index, buffer, scheduler, dead_letters,
@@ -304,6 +317,7 @@ class Worker:
     store: ReadableProfileStore
     model: SummaryModel
     telemetry: Telemetry
+    catalog: CatalogFollower | None = None
 
 
 def faust_app(settings: Settings) -> faust.App:
@@ -351,15 +365,24 @@ def build_worker(
     buffer = buffer or build_buffer(settings, store)
     sender = FaustSender(app)
     kafka = settings.kafka
+    follower = build_catalog_follower(settings) if settings.catalog.enabled else None
     flow = build_flow(
         settings, store=store, model=model, publisher=change_publisher(settings, sender),
         buffer=buffer,
         dead_letters=DeadLetterPublisher(sender.send, kafka.dead_letter_topic,
                                          consumer_group=kafka.consumer_group),
         pipeline=True, telemetry=telemetry, token_counter=build_token_counter(model),
+        catalog=follower.catalog if follower else None,
+        catalog_ready=(lambda: follower.caught_up) if follower else (lambda: True),
     )
-    mount_worker(app, flow, settings, telemetry)
-    return Worker(app=app, flow=flow, store=store, model=model, telemetry=telemetry)
+    mount_worker(app, flow, settings, telemetry, catalog=follower)
+    return Worker(app=app, flow=flow, store=store, model=model, telemetry=telemetry,
+                  catalog=follower)
+
+
+def build_catalog_follower(settings: Settings) -> CatalogFollower:
+    """This worker's in-memory view of the catalog topic (``STREAMER_CATALOG__TOPIC``)."""
+    return CatalogFollower(settings.kafka.bootstrap_servers, settings.catalog.topic)
 
 
 # --- the read API --------------------------------------------------------------------------
@@ -427,7 +450,9 @@ def build_replay(
     window_age_s: float = EVENT_TIME_WINDOW_AGE_S,
 ) -> Replay:
     """Records through the worker's own intake and scheduler, on EVENT time (reproducible),
-    with an in-memory pending buffer; failed windows are retried at once, parked after 3."""
+    with an in-memory pending buffer; failed windows are retried at once, parked after 3.
+    Catalog records in the file (``type: catalog.item``) fill in items named by id only; a
+    window closes with what the file gave before it (no grace period on event time)."""
     from .adapters.memory.pending import MemoryPendingBuffer
 
     events = window_events or settings.window.max_events
@@ -439,13 +464,15 @@ def build_replay(
     clock = Replay.Clock()
     dead_letters = CountingDeadLetters()
     tee = Tee(publisher)
+    catalog = Catalog()  # the file's own catalog records; items resolve when windows close
     flow = build_flow(
         settings, store=store, model=model, publisher=tee, buffer=MemoryPendingBuffer(),
         dead_letters=dead_letters, clock=clock, require_key=False, token_counter=token_counter,
         window=window, retry=RetryPolicy(base_s=0.0, max_s=0.0, park_after=3),
         input_topic="",  # file lines, not Kafka offsets: versions carry no input ranges
+        catalog=catalog, catalog_grace_s=0.0,
     )
-    return Replay(flow, clock, tee, dead_letters)
+    return Replay(flow, clock, tee, dead_letters, catalog)
 
 
 @dataclass

@@ -147,6 +147,26 @@ class RecordSender(Protocol):
     async def aclose(self) -> None: ...
 
 
+class CatalogView(Protocol):
+    """A worker's materialized view of the item catalog topic (loaded, then followed)."""
+
+    @property
+    def caught_up(self) -> bool:
+        """Every partition was read up to where it ended when the view started."""
+        ...
+
+    @property
+    def items(self) -> int: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def run(self) -> None:
+        """Load and follow the topic until :meth:`stop`."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
 class DeadLetterSink(Protocol):
     """Keeps an invalid input record with the reason it was refused (the dead-letter topic)."""
 

@@ -240,6 +240,19 @@ class ForgetSettings(_Section):
     stores)."""
 
 
+class CatalogSettings(_Section):
+    enabled: bool = False
+    """Materialize the item catalog topic in every worker and fill in items that events name by
+    id only (an item with no text field).  Off: items are used exactly as sent."""
+    topic: str = "profiles.items.v1"
+    """The compacted catalog topic: key = item id, value = a `catalog.item` record, null =
+    delete (`streamer catalog load` publishes one)."""
+    grace_s: float = Field(300.0, ge=0)
+    """How long an event whose item the catalog does not know yet waits for it (from the time it
+    was buffered); after that it is applied without the item, and the version lists the item in
+    `window.unresolved_item_ids`."""
+
+
 class Settings(BaseSettings):
     """prefstream configuration (environment prefix ``STREAMER_``)."""
 
@@ -268,3 +281,4 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     api: ApiSettings = ApiSettings()
     forget: ForgetSettings = ForgetSettings()
+    catalog: CatalogSettings = CatalogSettings()

@@ -158,10 +158,15 @@ class Telemetry:
             "streamer_quality_accuracy_no_summary",
             description="The same windows' accuracy with an empty summary (on a sample).",
             explicit_bucket_boundaries_advisory=_UNIT_BUCKETS)
+        self.unresolved_items = meter.create_counter(
+            "streamer_catalog_unresolved_items_total",
+            description="Items named by id only that the catalog did not know within the grace "
+                        "period; their events were applied without them.")
         # Label-less counters start at an exported 0, so that the first increment is an
         # increase that rate()/increase() see (alerts on the first store regression).
         self.store_regressions.add(0)
         self.buffered.add(0)
+        self.unresolved_items.add(0)
         for name, description in (
             ("streamer_pool_in_flight", "Window updates (model calls) in flight."),
             ("streamer_pool_saturated", "1 while every update slot is busy (windows grow)."),
@@ -172,6 +177,7 @@ class Telemetry:
             ("streamer_parked_users", "Users with a window parked by this worker since start."),
             ("streamer_consumer_lag", "Per assigned partition: highwater minus committed offset."),
             ("streamer_ready", "1 while this worker's /readyz answers ready, else 0."),
+            ("streamer_catalog_items", "Items in this worker's view of the catalog topic."),
         ):
             self._gauges[name] = []
             meter.create_observable_gauge(name, callbacks=[self._observer(name)],
@@ -222,6 +228,9 @@ class Telemetry:
 
     def record_buffered(self, n: int) -> None:
         self.buffered.add(n)
+
+    def record_unresolved_items(self, n: int) -> None:
+        self.unresolved_items.add(n)
 
     def record_dead_letter(self, reason: str) -> None:
         self.dead_letters.add(1, {"reason": reason})

@@ -17,6 +17,10 @@ following the AlignXplore+ data conventions (shared docs, alignxplore-plus.md se
   items render as ``Title/Description`` with the description list stringified as published
   (``['…']``), like the books pipeline.
 
+Every dataset's items also come out as catalog records (:attr:`ImportResult.catalog`), and
+:meth:`ImportResult.by_id` gives the events with items named by id only, as a platform whose
+item text lives in the catalog topic would publish them.
+
 Negatives are drawn from a generator seeded with ``seed`` and the user id, so a conversion is
 reproducible. Queries are left empty (the default per-domain query is rendered, e.g. ``Please
 recommend some news to me.``).
@@ -31,9 +35,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from schemas import Impression, Interaction, Item, PairwiseChoice
+from schemas import CatalogItem, Impression, Interaction, Item, PairwiseChoice
 
 from ..errors import ConfigurationError
+from .catalog import bare_items
 
 __all__ = ["ImportResult", "amazon", "mind", "movielens"]
 
@@ -46,6 +51,11 @@ class ImportResult:
     users: int
     items: int
     skipped: int  # records that referenced an unknown item, or could not be paired
+    catalog: tuple[CatalogItem, ...] = ()  # every item of the dataset, as catalog records
+
+    def by_id(self) -> list[Interaction]:
+        """The events with their items named by id only (to resolve from ``catalog``)."""
+        return [bare_items(e) for e in self.events]
 
 
 def _rng(seed: int, user: str) -> random.Random:
@@ -122,7 +132,7 @@ def mind(behaviors: Iterable[str], news: Iterable[str], *, seed: int = 7) -> Imp
         events.append(Impression(event_id=f"mind-imp-{impression_id}", user_id=user,
                                  occurred_at=at, domain="news", clicked=tuple(clicked[:100]),
                                  skipped=tuple(shown_skipped[:500])))
-    return _result(events, items, skipped)
+    return _result(events, items, skipped, "news")
 
 
 # --------------------------------------------------------------------------- MovieLens
@@ -194,9 +204,11 @@ def _positives(seen_by_user: dict[str, list[tuple[int, str]]], items: dict[str, 
                 event_id=f"{prefix}-{user}-{item_id}-{ts}", user_id=user,
                 occurred_at=datetime.fromtimestamp(ts / per_second, UTC), domain=domain,
                 chosen=items[item_id], rejected=items[negative]))
-    return _result(events, items, skipped)
+    return _result(events, items, skipped, domain)
 
 
-def _result(events: list[Interaction], items: dict[str, Item], skipped: int) -> ImportResult:
+def _result(events: list[Interaction], items: dict[str, Item], skipped: int,
+            domain: str) -> ImportResult:
     events.sort(key=lambda e: (e.occurred_at, e.user_id, e.event_id))
-    return ImportResult(events, len({e.user_id for e in events}), len(items), skipped)
+    return ImportResult(events, len({e.user_id for e in events}), len(items), skipped,
+                        tuple(CatalogItem(domain=domain, item=i) for i in items.values()))

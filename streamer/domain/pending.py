@@ -215,16 +215,32 @@ class PendingIndex:
     def failed(self, user_id: str, *, retry_at: float) -> int:
         """The in-flight update failed and will be retried at ``retry_at``; returns the number
         of failed attempts so far."""
+        w = self._put_back(user_id, hold_until=retry_at)
+        w.attempts += 1
+        return w.attempts
+
+    def defer(self, user_id: str, *, until: float) -> None:
+        """The in-flight update applied nothing and is due again at ``until`` (it waits for
+        something, e.g. catalog items within their grace period); not a failed attempt."""
+        self._put_back(user_id, hold_until=until)
+
+    def hold(self, user_id: str, *, until: float) -> None:
+        """A pending (not in-flight) window is not due before ``until``."""
+        w = self._users.get(user_id)
+        if w is not None and not w.in_flight:
+            w.hold_until = max(w.hold_until, until)
+            self._schedule(user_id, w)
+
+    def _put_back(self, user_id: str, *, hold_until: float) -> UserWindow:
         w = self._users[user_id]
         self._land(w)
         w.count += w.taken
         w.tokens += w.taken_tokens
         w.first_at = min(w.first_at, w.taken_first_at) if w.count > w.taken else w.taken_first_at
         self._events += w.taken
-        w.attempts += 1
-        w.hold_until = retry_at
+        w.hold_until = hold_until
         self._schedule(user_id, w)
-        return w.attempts
+        return w
 
     def forget(self, user_ids: Iterable[str]) -> int:
         """Drop users (their partition was revoked); returns the pending events forgotten."""

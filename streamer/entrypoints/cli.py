@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +30,13 @@ from pydantic import ValidationError
 
 from .. import __version__
 from ..domain.capacity import GPUS, plan_default
-from ..errors import ConfigurationError, StreamerError, TopicMismatchError, TransientError
+from ..errors import (
+    ConfigurationError,
+    InvalidEventError,
+    StreamerError,
+    TopicMismatchError,
+    TransientError,
+)
 from ..logging import configure_logging
 from ..settings import Settings
 
@@ -691,6 +697,12 @@ def rebuild_current_rows(topic: str | None, no_progress: bool) -> None:
               help="Write the events as JSONL (for streamer replay / backfill).")
 @click.option("--to", "target", type=click.Choice(["kafka"]),
               help="Produce the events to STREAMER_KAFKA__INPUT_TOPIC, keyed by user id.")
+@click.option("--ids-only", is_flag=True,
+              help="Events name their items by id only; the items go out as catalog records: "
+                   "first in the --out file, or to STREAMER_CATALOG__TOPIC with --to kafka.")
+@click.option("--catalog-out", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --ids-only: write the catalog records to this JSONL file instead "
+                   "(load it later with `streamer catalog load`).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True),
               help="With --to kafka: at most this many events per second.")
 @click.option("--speedup", type=click.FloatRange(min=0, min_open=True),
@@ -700,14 +712,13 @@ def rebuild_current_rows(topic: str | None, no_progress: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_errors
 def import_dataset(dataset: str, paths: tuple[Path, Path], out: Path | None, target: str | None,
-                   rate: float | None, speedup: float | None, seed: int,
-                   no_progress: bool) -> None:
+                   ids_only: bool, catalog_out: Path | None, rate: float | None,
+                   speedup: float | None, seed: int, no_progress: bool) -> None:
     """Convert a public dataset, as published, into interaction events (paper conventions):
     MIND behaviors.tsv news.tsv, MovieLens ratings.csv movies.csv, Amazon Reviews 2023
-    REVIEWS.jsonl meta_CATEGORY.jsonl.  Events come out in timestamp order, items inline."""
+    REVIEWS.jsonl meta_CATEGORY.jsonl.  Events come out in timestamp order, items inline
+    (or by id, with the items as catalog records: --ids-only)."""
     import time as _time
-
-    from tqdm import tqdm
 
     from ..domain import importers
 
@@ -717,6 +728,8 @@ def import_dataset(dataset: str, paths: tuple[Path, Path], out: Path | None, tar
         raise click.UsageError("--rate and --speedup pace --to kafka only")
     if rate and speedup:
         raise click.UsageError("give --rate or --speedup, not both")
+    if catalog_out is not None and not ids_only:
+        raise click.UsageError("--catalog-out goes with --ids-only")
     settings = _settings()
     configure_logging("WARNING", settings.log_format)
     convert = {"mind": importers.mind, "movielens": importers.movielens,
@@ -727,45 +740,160 @@ def import_dataset(dataset: str, paths: tuple[Path, Path], out: Path | None, tar
     click.echo(f"{dataset}: {len(result.events)} events of {result.users} users over "
                f"{result.items} items ({result.skipped} records skipped: unknown item or no "
                "negative)", err=True)
-    bar = tqdm(total=len(result.events), desc="importing", unit="ev", disable=no_progress,
-               file=sys.stderr)
+    events = result.by_id() if ids_only else result.events
+    catalog = list(result.catalog) if ids_only else []
+    if catalog_out is not None:
+        with _progress(len(catalog), "catalog", no_progress) as bar:
+            _write_jsonl(catalog_out, catalog, bar)
+        click.echo(f"wrote {len(catalog)} catalog records to {catalog_out}", err=True)
+        catalog = []
     if out is not None:
-        f = sys.stdout if str(out) == "-" else out.open("w", encoding="utf-8")
-        try:
-            for event in result.events:
-                f.write(event.model_dump_json() + "\n")
-                bar.update()
-        finally:
-            bar.close()
-            if f is not sys.stdout:
-                f.close()
+        with _progress(len(catalog) + len(events), "importing", no_progress) as bar:
+            _write_jsonl(out, [*catalog, *events], bar)
         return
 
     from ..app import build_sender
 
     async def produce() -> None:
         sender = build_sender(settings)
-        start = _time.monotonic()
-        t0 = result.events[0].occurred_at if result.events else None
         try:
-            for n, event in enumerate(result.events):
-                if rate:
-                    due = start + n / rate
-                elif speedup and t0 is not None:
-                    due = start + (event.occurred_at - t0).total_seconds() / speedup
-                else:
-                    due = 0.0
-                if due > _time.monotonic():
-                    await asyncio.sleep(due - _time.monotonic())
-                await sender.send(settings.kafka.input_topic, event.user_id.encode(),
-                                  event.model_dump_json().encode(), ())
-                bar.update()
+            if catalog:
+                with _progress(len(catalog), "catalog", no_progress) as bar:
+                    await _send_catalog(sender, settings.catalog.topic,
+                                        [(c.item.id, c) for c in catalog], bar)
+            with _progress(len(events), "importing", no_progress) as bar:
+                start = _time.monotonic()
+                t0 = events[0].occurred_at if events else None
+                for n, event in enumerate(events):
+                    if rate:
+                        due = start + n / rate
+                    elif speedup and t0 is not None:
+                        due = start + (event.occurred_at - t0).total_seconds() / speedup
+                    else:
+                        due = 0.0
+                    if due > _time.monotonic():
+                        await asyncio.sleep(due - _time.monotonic())
+                    await sender.send(settings.kafka.input_topic, event.user_id.encode(),
+                                      event.model_dump_json().encode(), ())
+                    bar.update()
         finally:
-            bar.close()
             await sender.aclose()
 
     asyncio.run(produce())
-    click.echo(f"produced {len(result.events)} events to {settings.kafka.input_topic}", err=True)
+    if catalog:
+        click.echo(f"produced {len(catalog)} catalog records to {settings.catalog.topic}",
+                   err=True)
+    click.echo(f"produced {len(events)} events to {settings.kafka.input_topic}", err=True)
+
+
+def _progress(total: int, desc: str, disabled: bool) -> Any:
+    from tqdm import tqdm
+
+    unit = "item" if desc == "catalog" else "ev"
+    return tqdm(total=total, desc=desc, unit=unit, disable=disabled, file=sys.stderr)
+
+
+def _write_jsonl(path: Path, records: Sequence[Any], bar: Any) -> None:
+    """One JSON line per record to ``path`` (``-``: stdout)."""
+    f = sys.stdout if str(path) == "-" else path.open("w", encoding="utf-8")
+    try:
+        for record in records:
+            f.write(record.model_dump_json() + "\n")
+            bar.update()
+    finally:
+        if f is not sys.stdout:
+            f.close()
+
+
+async def _send_catalog(sender: Any, topic: str, records: Sequence[Any], bar: Any) -> None:
+    """Catalog records to the compacted catalog topic, keyed by item id (None: a tombstone)."""
+    for item_id, record in records:
+        await sender.send(topic, item_id.encode(),
+                          None if record is None else record.model_dump_json().encode(), ())
+        bar.update()
+
+
+@cli.group()
+def catalog() -> None:
+    """The item catalog topic (STREAMER_CATALOG__TOPIC): items that events name by id."""
+
+
+@catalog.command(name="load")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
+                                        path_type=Path), metavar="FILE.jsonl")
+@click.option("--topic", help="The catalog topic.  [default: STREAMER_CATALOG__TOPIC]")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_errors
+def catalog_load(path: Path, topic: str | None, no_progress: bool) -> None:
+    """Publish catalog records (JSONL of `catalog.item` records, e.g. from `streamer import
+    --ids-only`), keyed by item id.  Lines of other types are passed over; an invalid catalog
+    line is reported with its number and nothing is published (exit 1)."""
+    from ..domain.catalog import decode_catalog_item
+
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    topic = topic or settings.catalog.topic
+    records, other, problems = [], 0, []
+    with (sys.stdin if str(path) == "-" else path.open(encoding="utf-8")) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError as exc:
+                problems.append(f"line {n}: not JSON ({exc})")
+                continue
+            if not isinstance(doc, dict) or doc.get("type") != "catalog.item":
+                other += 1
+                continue
+            try:
+                record = decode_catalog_item(line)
+            except InvalidEventError as exc:
+                problems.append(f"line {n}: {exc}")
+                continue
+            records.append((record.item.id, record))
+    if problems:
+        click.echo(f"{len(problems)} invalid catalog line(s), nothing published:\n  "
+                   + "\n  ".join(problems[:20]), err=True)
+        sys.exit(EX_FAILED)
+
+    from ..app import build_sender
+
+    async def produce() -> None:
+        sender = build_sender(settings)
+        try:
+            with _progress(len(records), "catalog", no_progress) as bar:
+                await _send_catalog(sender, topic, records, bar)
+        finally:
+            await sender.aclose()
+
+    asyncio.run(produce())
+    click.echo(f"published {len(records)} items to {topic}"
+               + (f" ({other} lines of other types passed over)" if other else ""), err=True)
+
+
+@catalog.command(name="delete")
+@click.argument("item_ids", nargs=-1, required=True, metavar="ITEM_ID...")
+@click.option("--topic", help="The catalog topic.  [default: STREAMER_CATALOG__TOPIC]")
+@_errors
+def catalog_delete(item_ids: tuple[str, ...], topic: str | None) -> None:
+    """Delete items from the catalog: a tombstone (null value) per item id."""
+    settings = _settings()
+    configure_logging("WARNING", settings.log_format)
+    topic = topic or settings.catalog.topic
+
+    from ..app import build_sender
+
+    async def produce() -> None:
+        sender = build_sender(settings)
+        try:
+            with _progress(len(item_ids), "catalog", True) as bar:
+                await _send_catalog(sender, topic, [(i, None) for i in item_ids], bar)
+        finally:
+            await sender.aclose()
+
+    asyncio.run(produce())
+    click.echo(f"deleted {len(item_ids)} items from {topic}", err=True)
 
 
 @cli.command(name="export-training")

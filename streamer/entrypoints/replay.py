@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from schemas import SummaryChanged, SummaryUpdateFailed
 
+from ..domain.catalog import Catalog
 from ..errors import InvalidEventError
 from ..ports import ChangePublisher
 from ..services.flow import UpdateFlow
@@ -32,6 +33,8 @@ from ..services.flow import UpdateFlow
 log = logging.getLogger(__name__)
 
 BUNDLED_SAMPLE = Path(__file__).resolve().parent.parent / "data" / "sample_clickstream.jsonl"
+
+CATALOG_TYPE = b'"catalog.item"'
 
 EVENT_TIME_WINDOW_AGE_S = 3 * 86400.0
 """Replay's window age, in EVENT time: a window closes 3 days after its first event (or at
@@ -46,6 +49,7 @@ class ReplayReport:
     outcomes: Counter[str] = field(default_factory=Counter)
     changes: list[SummaryChanged] = field(default_factory=list)
     users: int = 0
+    catalog_items: int = 0  # catalog records in the file (items named by id resolve to them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +116,8 @@ class Replay:
             self.now = max(self.now, t)
 
     def __init__(self, flow: UpdateFlow, clock: Replay.Clock, changes: Tee,
-                 dead_letters: CountingDeadLetters) -> None:
+                 dead_letters: CountingDeadLetters, catalog: Catalog | None = None) -> None:
+        self.catalog = catalog  # fed by the file's catalog records (`streamer import --ids-only`)
         self.flow = flow
         self.clock = clock
         self.changes = changes
@@ -125,6 +130,9 @@ class Replay:
         seen: set[bytes] = set()
         bar = tqdm(lines, desc="replaying", unit="ev", disable=not progress, file=sys.stderr)
         for i, raw in enumerate(bar):
+            if self.catalog is not None and CATALOG_TYPE in raw and self._catalog_record(raw):
+                report.catalog_items += 1
+                continue
             report.events += 1
             at = _event_time(raw)
             if at is not None:
@@ -153,6 +161,22 @@ class Replay:
         report.changes = list(self.changes.events)
         report.users = len(users)
         return report
+
+
+    def _catalog_record(self, raw: bytes) -> bool:
+        """Apply a catalog record line (False: the line is not one, e.g. an event whose text
+        happens to contain the type name; it goes to the intake)."""
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            return False
+        if not isinstance(doc, dict) or doc.get("type") != "catalog.item":
+            return False
+        try:
+            self.catalog.apply(None, raw)  # type: ignore[union-attr]
+        except InvalidEventError as exc:
+            self.dead_letters.counts[exc.code] += 1
+        return True
 
 
 def read_lines(path: Path) -> list[bytes]:
@@ -226,7 +250,9 @@ def print_report(report: ReplayReport, *, engine: str, store: str, users: int,
     print(
         f"\nreplayed {report.events} records ({invalid} invalid: {dict(report.invalid)}; "
         f"{report.duplicates} duplicates) for {report.users} users -> "
-        f"{len(report.changes)} summary versions; outcomes {dict(report.outcomes)}; "
+        f"{len(report.changes)} summary versions"
+        + (f" ({report.catalog_items} catalog items)" if report.catalog_items else "")
+        + f"; outcomes {dict(report.outcomes)}; "
         f"store: {store}",
         file=out,
     )

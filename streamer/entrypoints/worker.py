@@ -11,6 +11,7 @@ import logging
 
 import faust
 
+from ..ports import CatalogView
 from ..services.flow import UpdateFlow
 from ..settings import Settings
 from ..telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def mount_worker(app: faust.App, flow: UpdateFlow, settings: Settings,
-                 telemetry: Telemetry) -> None:
+                 telemetry: Telemetry, *, catalog: CatalogView | None = None) -> None:
     kafka = settings.kafka
     topic = app.topic(
         kafka.input_topic,
@@ -41,6 +42,18 @@ def mount_worker(app: faust.App, flow: UpdateFlow, settings: Settings,
                 await app.crash(exc)
                 raise
 
+    if catalog is not None:
+        @app.task
+        async def follow_catalog() -> None:
+            try:
+                await catalog.run()
+            except Exception as exc:
+                log.exception("the catalog view failed; stopping the worker")
+                await app.crash(exc)
+                raise
+
+        telemetry.observe_value("streamer_catalog_items", lambda: catalog.items)
+
     tick_s = max(0.05, min(0.5, settings.window.max_age_s / 10 or 0.05))
     app.timer(tick_s, name="start-due-windows")(flow.tick)
 
@@ -61,6 +74,8 @@ def mount_worker(app: faust.App, flow: UpdateFlow, settings: Settings,
     async def on_shutdown(sender: object, **kwargs: object) -> None:
         # runs after the consumer paused and before its final offset commit
         await flow.shutdown(settings.shutdown_timeout_s)
+        if catalog is not None:
+            await catalog.stop()
         telemetry.shutdown()  # flush spans of the last updates
 
     async def live(web: object, request: object) -> object:
@@ -73,6 +88,9 @@ def mount_worker(app: faust.App, flow: UpdateFlow, settings: Settings,
     @app.page("/readyz")
     async def readyz(web: object, request: object) -> object:
         ready, details = flow.readiness()
+        if catalog is not None:  # not ready before the whole catalog is loaded
+            details["catalog"] = catalog.status()
+            ready = ready and catalog.caught_up
         status = 200 if ready else 503
         return web.json({"ready": ready, **details}, status=status)  # type: ignore[attr-defined]
 

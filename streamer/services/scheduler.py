@@ -27,18 +27,19 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import SummaryUpdateFailed
+from schemas import Interaction, SummaryUpdateFailed
 
+from ..domain.catalog import Lookup, missing_items
 from ..domain.codec import decode_buffered
 from ..domain.pending import PendingIndex, TokenBucket
 from ..domain.windowing import window_id
 from ..errors import FencedError, InvalidEventError, OutputRejectedError, StreamerError
 from ..ports import ChangePublisher, DeadLetterSink, ParkedWindow, PendingBuffer, PendingEntry, PendingUser
-from ..settings import WindowSettings, default_of
+from ..settings import CatalogSettings, WindowSettings, default_of
 from ..telemetry import Telemetry, WindowTrace, extract_span_context
 from .ownership import Ownership
 from .policy import Abandon, Park, Retry, RetryPolicy, Scope, decide
@@ -129,6 +130,11 @@ class StampClock:
         return self._last
 
 
+CATALOG_RECHECK_S = 2.0
+"""A window waiting for catalog items (or for the catalog to load) reads its items again after
+this long: an item published after the click resolves within it (one buffer read per look)."""
+
+
 class Scheduler:
     def __init__(
         self,
@@ -148,8 +154,17 @@ class Scheduler:
         stamps: StampClock | None = None,
         tokens_per_s: float | None = None,
         telemetry: Telemetry | None = None,
+        catalog: Lookup | None = None,
+        catalog_grace_s: float = default_of(CatalogSettings, "grace_s"),
+        catalog_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.index = index
+        # items named by id only: a window waits while one of its events names an item the
+        # catalog does not know and is younger than the grace period, and while the catalog
+        # is still loading (an item not loaded yet is not unknown)
+        self.catalog = catalog
+        self.catalog_grace_s = catalog_grace_s
+        self.catalog_ready = catalog_ready
         self.buffer = buffer
         self.updater = updater
         # the model budget (the updater's model is this same object): calls in flight are
@@ -252,6 +267,7 @@ class Scheduler:
         results: list[UpdateResult] = []
         entries: list[PendingEntry] = []
         more = False
+        hold_until: float | None = None
         arrived = 0
         guard = self._guard(partition)
         try:
@@ -263,6 +279,12 @@ class Scheduler:
             decoded = {id(e): decode_buffered(e.value) for e in entries}
             # chronological, then input order (a redelivered copy keeps its event time)
             entries.sort(key=lambda e: (decoded[id(e)].occurred_at, e.offset))
+            cut, hold_until = self._awaiting_items(entries, decoded)
+            if hold_until is not None:
+                if cut == 0:  # the oldest event waits for its items: nothing to apply yet
+                    self.index.defer(user_id, until=hold_until)
+                    return
+                entries, more = entries[:cut], True  # apply the events before it, in order
             for chunk in self.chain(entries):
                 events = [decoded[id(e)] for e in chunk]
                 result = await self.updater.apply(
@@ -295,10 +317,31 @@ class Scheduler:
         self._previous_failure.pop(user_id, None)
         gone = self.index.done(user_id, len(applied), more=more, now=self.clock(),
                                arrived_before_read=arrived)
+        if hold_until is not None:
+            self.index.hold(user_id, until=hold_until)
         if gone and self.owns(partition):
             await self._remove(user_id, [], PendingUser(user_id, partition, 0.0))
         self.parked_users.discard(user_id)
         self._report(Finished(user_id, tuple(results), events=len(applied)))
+
+    def _awaiting_items(self, entries: Sequence[PendingEntry],
+                        decoded: Mapping[int, Interaction]) -> tuple[int, float | None]:
+        """The first event (in window order) that names an item the catalog does not know yet
+        and was buffered less than the grace period ago (any age while the catalog is still
+        loading), and when to look again; events before it can be applied now.
+        (len(entries), None): nothing waits."""
+        if self.catalog is None:
+            return len(entries), None
+        now = self.clock()
+        loading = not self.catalog_ready()
+        for i, e in enumerate(entries):
+            young = now - e.buffered_at < self.catalog_grace_s
+            if (young or loading) and missing_items(decoded[id(e)], self.catalog):
+                if loading:
+                    return i, now + CATALOG_RECHECK_S
+                # look again soon (the item may arrive any time), at the latest when grace ends
+                return i, min(e.buffered_at + self.catalog_grace_s, now + CATALOG_RECHECK_S)
+        return len(entries), None
 
     def model_wide_failure(self, user_id: str, since: float | None) -> bool:
         """Since this user's previous failed attempt, no model-written version was stored and

@@ -29,6 +29,7 @@ from schemas import (
 )
 
 from ..domain.budget import FitResult, estimate_tokens, fit_prompt_async
+from ..domain.catalog import Lookup, resolve
 from ..domain.output import OutputRejected, parse_summary
 from ..domain.prompt import NOT_PROVIDED, Prompt
 from ..domain.triples import Triple, to_triples
@@ -125,8 +126,10 @@ class ProfileUpdater:
         keep_triples: bool = False,
         input_topic: str = "",
         check_forgotten: bool = False,
+        catalog: Lookup | None = None,
     ) -> None:
         self.telemetry = telemetry or Telemetry.noop()
+        self.catalog = catalog  # fills in items named by id only (None: items are used as sent)
         self.input_topic = input_topic  # named in each version's window facts
         self.check_forgotten = check_forgotten and hasattr(store, "suppressed")
         self.scorer = scorer
@@ -219,12 +222,20 @@ class ProfileUpdater:
             await self.publisher.publish(change_event(current, await self._summary_before(current)))
         if not fresh:
             return UpdateResult(Outcome.DUPLICATE, user_id, current)
-        conversion = to_triples(fresh, rating_threshold=self.policy.rating_threshold)
+        usable: Sequence[Interaction] = fresh
+        unusable: tuple[str, ...] = ()
+        unresolved: tuple[str, ...] = ()
+        if self.catalog is not None:
+            resolution = resolve(fresh, self.catalog)
+            usable, unusable = resolution.events, resolution.unusable_event_ids
+            unresolved = resolution.unresolved_item_ids
+        conversion = to_triples(usable, rating_threshold=self.policy.rating_threshold)
+        unpaired = (*unusable, *conversion.unpaired_event_ids)
         previous = current.summary if current else None
         if not conversion.triples:  # nothing to show the model: carry the summary forward
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
-                                       dropped=conversion.unpaired_event_ids, trace=trace,
-                                       guard=guard, digests=digests)
+                                       dropped=unpaired, trace=trace, guard=guard,
+                                       digests=digests, unresolved=unresolved)
             return UpdateResult(Outcome.NO_TRIPLES, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         fit = await self._fit(previous, conversion.triples)
@@ -236,7 +247,7 @@ class ProfileUpdater:
                       fit.prompt_tokens)
             record = await self._store(user_id, current, fresh, previous, NO_MODEL, None,
                                        dropped=tuple(e.event_id for e in fresh), trace=trace,
-                                       guard=guard, digests=digests)
+                                       guard=guard, digests=digests, unresolved=unresolved)
             return UpdateResult(Outcome.TOO_LARGE, user_id, record,
                                 dropped_event_ids=record.dropped_event_ids)
         request = UpdateRequest(prompt=fit.prompt, previous_summary=previous, triples=fit.kept,
@@ -257,10 +268,10 @@ class ProfileUpdater:
                 Outcome.REJECTED_OUTPUT, user_id, current, attempts=attempts, rejections=rejections
             )
         quality = await self._score_of(scoring)
-        dropped = (*fit.dropped_event_ids, *conversion.unpaired_event_ids)
+        dropped = (*fit.dropped_event_ids, *unpaired)
         record = await self._store(user_id, current, fresh, summary, reply.model, reply,
                                    dropped=dropped, trace=trace, guard=guard, digests=digests,
-                                   quality=quality, triples=fit.kept)
+                                   quality=quality, triples=fit.kept, unresolved=unresolved)
         return UpdateResult(Outcome.UPDATED, user_id, record, attempts, rejections,
                             dropped_event_ids=record.dropped_event_ids,
                             summary_too_long=fit.summary_too_long)
@@ -293,6 +304,7 @@ class ProfileUpdater:
         digests: Mapping[str, str] | None = None,
         quality: QualityScore | None = None,
         triples: Sequence[Triple] = (),
+        unresolved: Sequence[str] = (),
     ) -> SummaryRecord:
         """Append the next version (raises VersionConflictError) and publish its change event.
 
@@ -317,7 +329,7 @@ class ProfileUpdater:
             quality=quality,
             triples=tuple(WindowTriple(query=t.query, chosen=t.chosen, rejected=t.rejected)
                           for t in triples) if self.keep_triples else (),
-            window=window_facts(events, trace, self.input_topic),
+            window=window_facts(events, trace, self.input_topic, unresolved),
         )
         if guard is not None:
             guard()
@@ -328,6 +340,8 @@ class ProfileUpdater:
             await self.store.forget(user_id)  # type: ignore[attr-defined]
             log.warning("user forgotten during its update: the stored version was deleted")
             raise _Forgotten
+        if unresolved:
+            self.telemetry.record_unresolved_items(len(unresolved))
         self._published_version(record.user_id, record.version)
         if guard is not None:
             guard()
@@ -454,9 +468,10 @@ def _after(now: datetime, previous: datetime | None) -> datetime:
 
 
 def window_facts(events: Sequence[Interaction], trace: WindowTrace | None,
-                 topic: str) -> WindowFacts:
-    """Event count and times of a version's events, and their input offset ranges per
-    partition (from the buffered records; none for input that did not come from Kafka)."""
+                 topic: str, unresolved: Sequence[str] = ()) -> WindowFacts:
+    """Event count and times of a version's events, their input offset ranges per partition
+    (from the buffered records; none for input that did not come from Kafka), and the items
+    the catalog could not resolve."""
     times = [e.occurred_at for e in events]
     by_partition: dict[int, list[int]] = {}
     offsets = trace.offsets if trace else {}
@@ -469,6 +484,7 @@ def window_facts(events: Sequence[Interaction], trace: WindowTrace | None,
         last_event_at=max(times, default=None),
         inputs=tuple(InputRange(topic=topic, partition=p, first_offset=min(o), last_offset=max(o))
                      for p, o in sorted(by_partition.items())) if topic else (),
+        unresolved_item_ids=tuple(unresolved),
     )
 
 

@@ -23,18 +23,23 @@ class TopicSpec:
     config: dict[str, str]
 
 
-def topic_specs(settings: KafkaSettings) -> list[TopicSpec]:
-    """Input and dead-letter topics are deleted by time; summaries are compacted by user id."""
+def topic_specs(settings: KafkaSettings, catalog_topic: str | None = None) -> list[TopicSpec]:
+    """Input and dead-letter topics are deleted by time; summaries are compacted by user id,
+    and the item catalog (when used) by item id."""
     n, rf = settings.partitions, settings.replication_factor
-    return [
+    specs = [
         TopicSpec(settings.input_topic, n, rf, {"cleanup.policy": "delete"}),
         TopicSpec(settings.output_topic, n, rf, {"cleanup.policy": "compact"}),
         TopicSpec(settings.dead_letter_topic, n, rf, {"cleanup.policy": "delete"}),
         TopicSpec(settings.failures_topic, n, rf, {"cleanup.policy": "delete"}),
     ]
+    if catalog_topic:
+        specs.append(TopicSpec(catalog_topic, n, rf, {"cleanup.policy": "compact"}))
+    return specs
 
 
-async def ensure_topics(settings: KafkaSettings, *, timeout_ms: int = 30_000) -> list[str]:
+async def ensure_topics(settings: KafkaSettings, *, timeout_ms: int = 30_000,
+                        catalog_topic: str | None = None) -> list[str]:
     """Create missing topics; return a list of problems with existing ones (empty when fine):
     a partition count or a ``cleanup.policy`` other than the spec's.  A topic the broker refuses
     to create (a replication factor above the broker count, a policy violation, no
@@ -53,7 +58,7 @@ async def ensure_topics(settings: KafkaSettings, *, timeout_ms: int = 30_000) ->
             "Locally: `make up`"
         ) from exc
     try:
-        specs = topic_specs(settings)
+        specs = topic_specs(settings, catalog_topic)
         existing = set(await admin.list_topics())
         missing = [s for s in specs if s.name not in existing]
         if missing:

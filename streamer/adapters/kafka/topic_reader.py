@@ -16,26 +16,12 @@ async def read_topic(bootstrap: str, topic: str, *,
                      on_record: Callable[[], Any] | None = None
                      ) -> AsyncIterator[tuple[bytes | None, bytes | None, Any]]:
     """(key, value, headers) of every record, partition by partition, in offset order."""
-    # earliest: assigning a partition without a position makes the fetcher reset it, and a
-    # reset to "latest" racing a lazy seek to the beginning can skip the whole partition
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = await start_reader(bootstrap)
     try:
-        await consumer.start()
-    except KafkaError as exc:
-        raise BrokerUnavailableError(f"cannot reach Kafka at {bootstrap} ({exc})") from exc
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            partitions = set(await _partitions(consumer, topic))
-        if not partitions:
+        ends = await assign_whole_topic(consumer, topic)
+        if ends is None:
             raise ConfigurationError(f"topic {topic!r} does not exist")
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, starts[tp])  # explicit offsets: no lazy reset to race with
+        tps = sorted(ends)
         for tp in tps:
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000, max_records=500)
@@ -49,6 +35,33 @@ async def read_topic(bootstrap: str, topic: str, *,
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-    return sorted(consumer._client.cluster.partitions_for_topic(topic) or ())  # noqa: SLF001
+async def start_reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A started consumer with no group (nothing committed), reading committed records."""
+    # earliest: assigning a partition without a position makes the fetcher reset it, and a
+    # reset to "latest" racing a lazy seek to the beginning can skip the whole partition
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                isolation_level="read_committed", auto_offset_reset="earliest")
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"cannot reach Kafka at {bootstrap} ({exc})") from exc
+    return consumer
+
+
+async def assign_whole_topic(consumer: AIOKafkaConsumer,
+                            topic: str) -> dict[TopicPartition, int] | None:
+    """Assign every partition of ``topic``, each positioned at its beginning; returns each
+    partition's end offset at this moment (None: no such topic)."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        partitions = consumer._client.cluster.partitions_for_topic(topic)  # noqa: SLF001
+    if not partitions:
+        return None
+    tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(tps)
+    starts = await consumer.beginning_offsets(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, starts[tp])  # explicit offsets: no lazy reset to race with
+    return ends

@@ -8,11 +8,12 @@ from streamer.adapters.memory.pending import MemoryPendingBuffer
 from streamer.adapters.memory.publish import CollectingPublisher
 from streamer.adapters.memory.store import InMemoryProfileStore
 from streamer.devtools.fakes import ScriptedSummaryModel
+from streamer.domain.catalog import Catalog
 from streamer.domain.pending import PendingIndex, TokenBucket, WindowRules
 from streamer.errors import ModelRequestError, ModelUnavailableError
 from streamer.services.flow import UpdateFlow
 from streamer.services.policy import RetryPolicy
-from streamer.services.scheduler import BudgetedModel, Scheduler
+from streamer.services.scheduler import CATALOG_RECHECK_S, BudgetedModel, Scheduler
 from streamer.services.updater import ProfileUpdater, UpdatePolicy
 from tests.factories import item, pairwise
 
@@ -49,13 +50,16 @@ class Model(ScriptedSummaryModel):
 
 class Stack:
     def __init__(self, *, max_events=2, max_age_s=100.0, concurrency=4, park_after=3,
-                 model=None, prompt_tokens=8192, max_events_per_update=64):
+                 model=None, prompt_tokens=8192, max_events_per_update=64, catalog=None,
+                 catalog_grace_s=300.0, catalog_ready=lambda: True, telemetry=None):
         self.now = [0.0]
         self.store, self.pub = InMemoryProfileStore(), CollectingPublisher()
         self.model = model or Model()
         budget = BudgetedModel(self.model, concurrency)
+        lookup = catalog.get if catalog is not None else None
         self.updater = ProfileUpdater(self.store, budget, self.pub,
-                                      UpdatePolicy(output_backoff_s=0))
+                                      UpdatePolicy(output_backoff_s=0), catalog=lookup,
+                                      telemetry=telemetry)
         self.index = PendingIndex(WindowRules(max_events=max_events, max_age_s=max_age_s))
         self.buffer = MemoryPendingBuffer()
         self.dlq = []
@@ -69,7 +73,8 @@ class Stack:
             clock=lambda: self.now[0],
             retry=RetryPolicy(base_s=1.0, max_s=8.0, park_after=park_after),
             prompt_tokens=prompt_tokens, max_events_per_update=max_events_per_update,
-            dead_letters=DLQ())
+            dead_letters=DLQ(), catalog=lookup, catalog_grace_s=catalog_grace_s,
+            catalog_ready=catalog_ready, telemetry=telemetry)
         self.flow = UpdateFlow(self.index, self.buffer, self.scheduler, DLQ(),
                                max_message_bytes=1 << 20, clock=lambda: self.now[0])
         self.offset = 0
@@ -408,3 +413,75 @@ async def test_a_failed_dead_letter_write_is_retried_and_readiness_recovers():
     await s.flow.intake([Bad()])
     assert calls == ["invalid_json", "invalid_json"] and [c for c, _ in s.dlq] == ["invalid_json"]
     assert s.flow.readiness()[0] and s.flow.positions == {("in", 0): 1}
+
+
+# -- items named by id only: the catalog ------------------------------------------------------
+
+
+def bare_ev(user, n, item_id, minutes=0):
+    from schemas import Item
+
+    return pairwise(f"{user}-{n}", user_id=user, minutes=minutes, chosen=Item(id=item_id),
+                    rejected=None)
+
+
+def publish_item(catalog, item_id):
+    from schemas import CatalogItem
+
+    catalog.put(CatalogItem(domain="news", item=item(item_id, title=f"Title of {item_id}",
+                                                     abstract="a")))
+
+
+async def test_an_item_published_after_the_click_resolves_when_the_window_closes():
+    c = Catalog()
+    s = Stack(max_events=1, catalog=c, catalog_grace_s=300)
+    await s.send(bare_ev("u1", 1, "late"))
+    await s.run(until=1.0)  # due, but its item is not in the catalog: the window waits
+    assert s.versions("u1") == [] and s.model.requests == []
+    assert s.scheduler.stats.failures == 0 and s.index.get("u1").attempts == 0
+    publish_item(c, "late")
+    await s.run(until=1.0 + CATALOG_RECHECK_S)  # looked again: resolved, long before grace ends
+    assert s.versions("u1") == [("u1-1",)]
+    assert "Title of late" in s.model.requests[0].prompt.messages()[-1]["content"]
+    assert s.store.versions["u1"][0].window.unresolved_item_ids == ()
+
+
+async def test_after_the_grace_period_the_event_is_applied_without_its_item_and_it_is_recorded():
+    from streamer.telemetry import setup_telemetry
+    from tests.unit.test_telemetry import sample_value
+
+    telemetry = setup_telemetry(None)
+    c = Catalog()
+    publish_item(c, "known")
+    s = Stack(max_events=2, catalog=c, catalog_grace_s=60, telemetry=telemetry)
+    metric = "streamer_catalog_unresolved_items_total"
+    assert sample_value(telemetry.metrics_text().decode(), metric) == 0
+    await s.send(bare_ev("u1", 1, "known"), bare_ev("u1", 2, "never", minutes=1))
+    await s.run(until=1.0)  # the first event is applied now, the second waits for its item
+    assert s.versions("u1") == [("u1-1",)]
+    for t in (3.0, 30.0, 59.0):
+        await s.run(until=t)
+        assert s.versions("u1") == [("u1-1",)]
+    await s.run(until=100.0)  # grace over: the rest of the window closes by its own rules (age)
+    assert s.versions("u1") == [("u1-1",), ("u1-2",)]
+    v2 = s.store.versions["u1"][1]
+    assert v2.window.unresolved_item_ids == ("never",)
+    assert v2.dropped_event_ids == ("u1-2",)  # nothing left to show the model: no triple
+    assert len(s.model.requests) == 1  # the second version carried the summary forward
+    assert s.buffer.pending_count() == 0 and len(s.index) == 0
+    assert sample_value(telemetry.metrics_text().decode(), metric) == 1
+
+
+async def test_while_the_catalog_loads_no_window_gives_up_on_its_items():
+    c = Catalog()
+    loaded = [False]
+    s = Stack(max_events=1, catalog=c, catalog_grace_s=5, catalog_ready=lambda: loaded[0])
+    await s.send(bare_ev("u1", 1, "slow"))
+    for t in (1.0, 10.0, 100.0):  # long past the grace period, but the catalog is not loaded
+        await s.run(until=t)
+    assert s.versions("u1") == []
+    publish_item(c, "slow")
+    loaded[0] = True
+    await s.run(until=100.0 + CATALOG_RECHECK_S)
+    assert s.versions("u1") == [("u1-1",)]
+    assert s.store.versions["u1"][0].window.unresolved_item_ids == ()
