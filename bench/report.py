@@ -115,6 +115,24 @@ def write_summary(r: dict, out: Path, plots: list[Path]) -> Path:
                      f"{_f(n['same_endpoint_as_first_fraction'])} without (1/n = "
                      f"{_f(aff['uniform_chance'], 2)}; chance given that split "
                      f"{_f(n['chance_same_given_split'])}) | ~1.0 vs ~1/n | |")
+    if s := b.get("catalog"):
+        v, lk, cs, m, e = (s["view_load"], s["lookups"], s["cassandra_point_reads"], s["memory"],
+                           s["enrichment"])
+        lines.append(
+            f"| c | catalog view load from Kafka / bare aiokafka + `json.loads` | "
+            f"{_f(v['ratio_view_vs_bare'])} ({v['view_records_per_s']:,.0f} / "
+            f"{v['bare_consumer_records_per_s']:,.0f} records/s) | (info) | |")
+        lines.append(
+            f"| c2 | catalog lookups/s: in-memory view; dict; Cassandra point read | "
+            f"{lk['view_lookups_per_s']:,.0f}; {lk['dict_lookups_per_s']:,.0f}; "
+            f"{cs['sequential_reads_per_s']:,.0f} (view / Cassandra = "
+            f"{s['ratio_memory_lookup_vs_cassandra_read']:,.0f}) | (info) | |")
+        lines.append(
+            f"| c3 | catalog memory per item (record {m['record_bytes']} B); enrichment per "
+            f"{e['events_per_window']}-event window ({e['lookups_per_window']:.0f} lookups) | "
+            f"{m['bytes_per_item']:,} B; {_f(e['enrichment_us_per_window'], 1)} µs | (info) | |")
+        imp = "; ".join(f"{k} {r['events_per_s']:,.0f}" for k, r in s["importers"].items())
+        lines.append(f"| c4 | importers, events/s | {imp} | (info) | |")
     lines.append("")
     if s := b.get("ingest"):
         lines += ["## a. Ingest into durable windows", "",

@@ -1,6 +1,7 @@
 """`make bench`: start a private Kafka + Cassandra, run the benchmarks, write bench/results/.
 
-    python -m bench.run [--quick] [--only ingest,store,long,overload,users,pool,fresh,routing]
+    python -m bench.run [--quick]
+                        [--only ingest,store,long,overload,users,pool,fresh,routing,catalog]
                         [--name NAME]
 
 ``routing`` needs no Kafka or Cassandra (``--only routing`` starts none): its own stand-ins only.
@@ -20,7 +21,7 @@ import traceback
 from .common import RESULTS_DIR, infra, machine_info, say, start_standin
 from .report import write_plots, write_summary
 
-PHASES = ("ingest", "store", "long", "overload", "users", "pool", "fresh", "routing")
+PHASES = ("ingest", "store", "long", "overload", "users", "pool", "fresh", "routing", "catalog")
 
 SIZES = {
     "quick": {"ingest_events": 5000, "store_users": 32, "store_versions": 5, "store_rounds": 1,
@@ -29,14 +30,20 @@ SIZES = {
               "pool_users": 1000, "pool_per_user": 10, "pool_rate": 150, "pool_s": 30,
               "pool_warm_s": 10, "fresh_s": 12,
               "routing_requests": 200, "routing_callers": 6, "routing_rounds": 2,
-              "affinity_users": 8, "affinity_repeats": 5},
+              "affinity_users": 8, "affinity_repeats": 5,
+              "catalog_view_items": 20_000, "catalog_lookups": 200_000,
+              "catalog_cassandra_reads": 2000, "catalog_memory_items": 20_000,
+              "catalog_windows": 500, "importer_users": 500},
     "full": {"ingest_events": 100_000, "store_users": 32, "store_versions": 40, "store_rounds": 3,
              "long_users": 100_000, "long_trickle_s": 30, "long_rate": 400,
              "overload_s": 40, "overload_warm_s": 10, "users": 1_000_000,
              "pool_users": 4000, "pool_per_user": 12, "pool_rate": 300, "pool_s": 90,
              "pool_warm_s": 20, "fresh_s": 40,
              "routing_requests": 480, "routing_callers": 6, "routing_rounds": 2,
-             "affinity_users": 12, "affinity_repeats": 5},
+             "affinity_users": 12, "affinity_repeats": 5,
+             "catalog_view_items": 100_000, "catalog_lookups": 1_000_000,
+             "catalog_cassandra_reads": 5000, "catalog_memory_items": 100_000,
+             "catalog_windows": 2000, "importer_users": 5000},
 }
 
 
@@ -46,7 +53,8 @@ async def run(args: argparse.Namespace) -> dict:
     results: dict = {"name": args.name, "mode": "quick" if args.quick else "full",
                      "machine": machine_info(), "sizes": size, "benchmarks": {}, "errors": {}}
     t_start = time.monotonic()
-    needs_infra = bool(only & {"ingest", "store", "long", "overload", "pool", "fresh"})
+    needs_infra = bool(only & {"ingest", "store", "long", "overload", "pool", "fresh",
+                               "catalog"})
     standins = []
     try:
         if needs_infra:
@@ -85,6 +93,7 @@ async def run(args: argparse.Namespace) -> dict:
                 results["errors"][name] = traceback.format_exc()
                 return None
 
+        from .catalog import bench_catalog
         from .durable import bench_ingest, bench_long_windows, bench_overload, bench_pending_users
         from .pool_fresh import STANDIN, bench_freshness, bench_pool
         from .routing import bench_routing
@@ -119,6 +128,9 @@ async def run(args: argparse.Namespace) -> dict:
             rounds=size["routing_rounds"], affinity_users=size["affinity_users"],
             affinity_repeats=size["affinity_repeats"]))
         await phase("users", lambda: bench_pending_users(size["users"]))
+        await phase("catalog", lambda: bench_catalog(
+            size["catalog_view_items"], size["catalog_lookups"], size["catalog_cassandra_reads"],
+            size["catalog_memory_items"], size["catalog_windows"], size["importer_users"]))
     finally:
         for proc, _ in standins:
             proc.stop()

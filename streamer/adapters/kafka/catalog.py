@@ -7,11 +7,12 @@ end offset it had when the follower started; until then the worker is not ready 
 scheduler does not resolve items (an item not loaded yet is not "unknown").
 
 Why memory and not a Cassandra ``items`` table: a window's items are looked up when it closes,
-several per event, on the scheduler's hot path; a dict lookup is ~0.1 µs, a Cassandra point read
-~0.5 ms on loopback (``make bench`` measures both, ``bench/results/catalog.json``).  The cost is
-memory: the bench measures it per item (about 1 kB for a news item of 200 characters), so
-10 million items need about 10 GB per worker; beyond that a store-backed lookup with a local
-cache is the next step (not built).
+several per event (48 for a 16-event news window), on the scheduler's path; ``make bench``
+(phase ``catalog``) measures an in-memory lookup at thousands of times the rate of a Cassandra
+point read on loopback.  The cost is memory, also measured there: about 1.5 kB per MIND-sized
+news item (a 60-character title, a 200-character abstract), so a million items take about
+1.5 GB in every worker; far beyond that, a store-backed lookup with a local cache is the next
+step (not built).
 
 A record that is not a valid catalog item is skipped and counted (``invalid``), with a warning
 log: the catalog keeps loading.  Partitions added to the topic after the follower started are
@@ -25,6 +26,7 @@ import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 
 from ...domain.catalog import Catalog
 from ...errors import ConfigurationError, InvalidEventError
@@ -85,7 +87,13 @@ class CatalogFollower:
         consumer = self._consumer
         assert consumer is not None
         while not self._stopping:
-            batch = await consumer.getmany(timeout_ms=self.poll_ms, max_records=self.max_records)
+            try:
+                batch = await consumer.getmany(timeout_ms=self.poll_ms,
+                                               max_records=self.max_records)
+            except ConsumerStoppedError:
+                if self._stopping:
+                    return
+                raise
             for records in batch.values():
                 for record in records:
                     self.apply(record.key, record.value)
