@@ -33,6 +33,7 @@ from .adapters.kafka.producer import FaustSender, IdempotentProducer, KafkaSende
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .domain.baseline import BASELINE_MODEL_NAME
 from .domain.catalog import Catalog
+from .domain.mapping import Mapping, parse_mapping
 from .domain.pending import PendingIndex, WindowRules
 from .domain.prompt import Prompt
 from .entrypoints.replay import EVENT_TIME_WINDOW_AGE_S, CountingDeadLetters, Replay, Tee
@@ -214,6 +215,21 @@ async def provision_topics(settings: Settings) -> list[str]:
             for t in topic_specs(settings.kafka, catalog)]
 
 
+def load_mapping(path: str) -> Mapping:
+    """A mapping file (YAML) parsed and checked; ConfigurationError says what is wrong."""
+    from pathlib import Path
+
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read the mapping file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"the mapping file {path} is not valid YAML: {exc}") from exc
+    return parse_mapping(doc, source=path)
+
+
 def build_sender(settings: Settings) -> KafkaSender:
     """An idempotent Kafka producer, connected on first use."""
     return KafkaSender(settings.kafka)
@@ -304,6 +320,7 @@ def build_flow(
         clock=clock,
         pipeline=pipeline,
         telemetry=telemetry,
+        mapping=load_mapping(settings.mapping.file) if settings.mapping.file else None,
     )
 
 

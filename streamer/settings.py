@@ -253,6 +253,13 @@ class CatalogSettings(_Section):
     `window.unresolved_item_ids`."""
 
 
+class MappingSettings(_Section):
+    file: str | None = None
+    """A mapping file (YAML, see `deploy/mappings/`) the worker applies to every input record
+    before validation: Segment, Snowplow or your own JSON to our events.  A record it cannot
+    convert is dead-lettered with the mapping's reason.  Unset: records are our events."""
+
+
 class Settings(BaseSettings):
     """prefstream configuration (environment prefix ``STREAMER_``)."""
 
@@ -282,3 +289,4 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     forget: ForgetSettings = ForgetSettings()
     catalog: CatalogSettings = CatalogSettings()
+    mapping: MappingSettings = MappingSettings()

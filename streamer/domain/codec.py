@@ -56,22 +56,7 @@ def decode_interaction(
     event-id dedupe index remembers ids).  ``require_key`` refuses records without a key (the
     worker's input topic is keyed by user id; replayed files have no keys).
     """
-    if value is None:
-        raise InvalidEventError("empty_value", "record has no value (tombstone?)")
-    if len(value) > max_bytes:
-        raise InvalidEventError("oversized", f"value is {len(value)} bytes > limit {max_bytes}")
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidEventError("invalid_utf8", f"value is not UTF-8: {exc}") from exc
-    depth = _nesting_depth(text, max_depth)
-    if depth > max_depth:
-        raise InvalidEventError(
-            "too_deep", f"JSON nests arrays/objects more than {max_depth} levels deep"
-        )
-    doc = _parse_json(text)
-    if not isinstance(doc, dict):
-        raise InvalidEventError("not_an_object", f"JSON value is a {type(doc).__name__}")
+    doc = parse_document(value, max_bytes=max_bytes, max_depth=max_depth)
     user_id = doc.get("user_id")
     if not isinstance(user_id, str) or not user_id.strip():
         raise InvalidEventError("missing_user_id", "field user_id is missing, empty or not a string")
@@ -120,6 +105,29 @@ def decode_interaction(
                 f"(limit {max_skew_s:.0f}s)",
             )
     return event
+
+
+def parse_document(value: bytes | None, *, max_bytes: int = 1_048_576,
+                   max_depth: int = MAX_DEPTH) -> dict[str, Any]:
+    """One record's value as a JSON object, or :class:`InvalidEventError`: no value, too large,
+    not UTF-8, nested too deeply (checked before parsing), not JSON, not an object."""
+    if value is None:
+        raise InvalidEventError("empty_value", "record has no value (tombstone?)")
+    if len(value) > max_bytes:
+        raise InvalidEventError("oversized", f"value is {len(value)} bytes > limit {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEventError("invalid_utf8", f"value is not UTF-8: {exc}") from exc
+    depth = _nesting_depth(text, max_depth)
+    if depth > max_depth:
+        raise InvalidEventError(
+            "too_deep", f"JSON nests arrays/objects more than {max_depth} levels deep"
+        )
+    doc = _parse_json(text)
+    if not isinstance(doc, dict):
+        raise InvalidEventError("not_an_object", f"JSON value is a {type(doc).__name__}")
+    return doc
 
 
 def _nesting_depth(text: str, limit: int) -> int:

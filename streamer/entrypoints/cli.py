@@ -896,6 +896,58 @@ def catalog_delete(item_ids: tuple[str, ...], topic: str | None) -> None:
     click.echo(f"deleted {len(item_ids)} items from {topic}", err=True)
 
 
+@cli.group()
+def mapping() -> None:
+    """Mapping files: records of an existing format (Segment, Snowplow, your JSON) to events."""
+
+
+@mapping.command(name="check")
+@click.argument("mapping_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                metavar="MAPPING.yaml")
+@click.argument("sample", type=click.Path(exists=True, dir_okay=False, allow_dash=True,
+                                          path_type=Path), metavar="SAMPLE.jsonl")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per sample record.")
+@_errors
+def mapping_check(mapping_file: Path, sample: Path, as_json: bool) -> None:
+    """Show what each sample record becomes, or why it would be dead-lettered (exit 1 when
+    any would be).  The same conversion and validation as the worker, without the event-age
+    checks."""
+    from collections import Counter
+
+    from ..app import load_mapping
+    from ..domain.codec import decode_interaction
+
+    m = load_mapping(str(mapping_file))
+    failed: Counter[str] = Counter()
+    total = 0
+    with (sys.stdin if str(sample) == "-" else sample.open(encoding="utf-8")) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            total += 1
+            try:
+                event = decode_interaction(None, m.apply(line.encode()))
+            except InvalidEventError as exc:
+                failed[exc.code] += 1
+                out = {"line": n, "ok": False, "error_type": exc.code, "reason": str(exc)}
+                click.echo(json.dumps(out) if as_json
+                           else f"line {n}: DEAD-LETTERED {exc.code}: {exc}")
+                continue
+            doc = json.loads(event.model_dump_json(exclude_defaults=True))
+            if as_json:
+                click.echo(json.dumps({"line": n, "ok": True, "event": doc}))
+            else:
+                click.echo(f"line {n}: {event.type} user={event.user_id} event={event.event_id}"
+                           f"\n  {json.dumps(doc, ensure_ascii=False)}")
+    ok = total - sum(failed.values())
+    summary = f"{m.name}: {ok} of {total} records convert"
+    if failed:
+        summary += "; dead-lettered: " + ", ".join(f"{k} {v}" for k, v in failed.most_common())
+    click.echo(summary, err=True)
+    if failed:
+        sys.exit(EX_FAILED)
+
+
 @cli.command(name="export-training")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path), metavar="OUT.jsonl")
 @_scan_options

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..domain.codec import decode_interaction
+from ..domain.mapping import Mapping
 from ..domain.pending import PendingIndex
 from ..errors import InvalidEventError
 from ..ports import DeadLetterSink, PendingBuffer, PendingEntry, PendingUser
@@ -81,7 +82,10 @@ class UpdateFlow:
         retry: RetryPolicy = INTAKE_RETRY,
         pipeline: bool = False,
         telemetry: Telemetry | None = None,
+        mapping: Mapping | None = None,
     ) -> None:
+        # turns each record of an existing format into our event before validation
+        self.mapping = mapping
         self.index = index
         self.buffer = buffer
         self.scheduler = scheduler
@@ -140,6 +144,8 @@ class UpdateFlow:
                         f"dedupe horizon ({self.dedupe_horizon_s / 3600:.1f} h): it may have been "
                         "applied already and its id forgotten, so applying it could count it "
                         "twice; re-apply old data with `streamer backfill`")
+                if self.mapping is not None:  # e.g. a Segment track call -> our event
+                    value = self.mapping.apply(value, max_bytes=self.max_message_bytes)
                 event = decode_interaction(
                     m.key, value, max_bytes=self.max_message_bytes, now=now_dt,
                     max_age_s=self.max_event_age_s, max_skew_s=self.max_clock_skew_s,

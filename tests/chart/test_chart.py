@@ -59,6 +59,7 @@ NOT_IN_CONFIG = {
     "STREAMER_SQLITE_PATH": "SQLite is the embedded demo",
     "STREAMER_MODEL__BASE_URLS": "rendered from model.endpoints or the vLLM pool",
     "STREAMER_KAFKA__GROUP_INSTANCE_ID": "per pod: the pod name (worker.staticMembership)",
+    "STREAMER_MAPPING__FILE": "a mounted file: from mapping.inline or mapping.existingConfigMap",
 }
 SECRET_ENV = {"STREAMER_MODEL__API_KEY", "STREAMER_CASSANDRA__PASSWORD", "STREAMER_API__TOKEN",
               "STREAMER_API__READ_TOKENS"}
@@ -1084,3 +1085,52 @@ def test_quality_score_is_on_by_default_and_its_knobs_render():
                                  "config.quality.judgeUrls={ftp://x}"])
 def test_quality_score_limits_are_in_the_schema(bad):
     assert "/config/quality/" in render_fails(sets=(bad,))
+
+
+# --------------------------------------------------------------------------- ways in
+
+
+def test_a_mapping_file_is_mounted_into_the_worker_from_inline_text_or_a_configmap(tmp_path):
+    text = (ROOT / "deploy" / "mappings" / "segment-ecommerce.yaml").read_text()
+    values = tmp_path / "mapping-values.yaml"
+    values.write_text(yaml.safe_dump({"mapping": {"inline": text}}))
+    docs = render((MINIMAL, values))
+    cm = named(docs, "ConfigMap", f"{RELEASE}-prefstream-mapping")
+    assert yaml.safe_load(cm["data"]["mapping.yaml"]) == yaml.safe_load(text)
+    worker = workload(docs, "worker")
+    pod = worker["spec"]["template"]
+    container = _container(docs, "worker")
+    path = env_of(container)["STREAMER_MAPPING__FILE"]["value"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "mapping")
+    assert path == f"{mount['mountPath']}/mapping.yaml" and mount["readOnly"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "mapping")
+    assert volume["configMap"]["name"] == cm["metadata"]["name"]
+    assert "checksum/mapping" in pod["metadata"]["annotations"]  # a changed mapping rolls pods
+    assert "STREAMER_MAPPING__FILE" not in env_of(_container(render(), "api"))
+
+    own = render(sets=("mapping.existingConfigMap=our-mappings", "mapping.key=segment.yaml"))
+    assert not [d for d in of_kind(own, "ConfigMap") if d["metadata"]["name"].endswith("mapping")]
+    pod = workload(own, "worker")["spec"]["template"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "mapping")
+    assert volume["configMap"] == {"name": "our-mappings",
+                                   "items": [{"key": "segment.yaml", "path": "segment.yaml"}]}
+    assert env_of(_container(own, "worker"))["STREAMER_MAPPING__FILE"]["value"].endswith(
+        "/segment.yaml")
+    plain = _container(render(), "worker")
+    assert "STREAMER_MAPPING__FILE" not in env_of(plain)
+    assert all(m["name"] != "mapping" for m in plain.get("volumeMounts", []))
+
+
+def test_the_catalog_settings_render():
+    data = config_map_data(render(sets=("config.catalog.enabled=true", "config.catalog.graceS=60")))
+    assert (data["STREAMER_CATALOG__ENABLED"], data["STREAMER_CATALOG__TOPIC"],
+            data["STREAMER_CATALOG__GRACE_S"]) == ("true", "profiles.items.v1", "60")
+
+
+@ci_params
+def test_every_inline_mapping_of_the_ci_values_is_a_valid_mapping(values_file):
+    from streamer.domain.mapping import parse_mapping
+
+    inline = effective_values(values_file)["mapping"]["inline"]
+    if inline:
+        assert parse_mapping(yaml.safe_load(inline), source=values_file.name).rules

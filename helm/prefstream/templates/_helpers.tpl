@@ -351,3 +351,15 @@ labels:
 annotations:
   runbook_url: {{ printf "%s#%s" $pr.runbookUrl (lower .name) }}
 {{- end -}}
+
+{{/*
+The ConfigMap holding the worker's mapping file: mapping.existingConfigMap, else the chart's own
+(from mapping.inline); empty when no mapping is configured.
+*/}}
+{{- define "prefstream.mappingConfigMap" -}}
+{{- if .Values.mapping.existingConfigMap -}}
+{{- .Values.mapping.existingConfigMap -}}
+{{- else if .Values.mapping.inline -}}
+{{- include "prefstream.componentName" (dict "context" . "component" "mapping") -}}
+{{- end -}}
+{{- end -}}

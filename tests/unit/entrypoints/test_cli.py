@@ -12,7 +12,8 @@ pytestmark = pytest.mark.unit
 
 COMMANDS = {"worker", "api", "replay", "backfill", "eval", "migrate", "topics", "get", "history",
             "forget", "export", "import-summaries", "rebuild-current", "import",
-            "parked", "completion", "doctor", "quality", "export-training", "plan", "catalog"}
+            "parked", "completion", "doctor", "quality", "export-training", "plan", "catalog",
+            "mapping"}
 
 
 def run(*args, env=None):

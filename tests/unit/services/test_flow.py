@@ -83,3 +83,33 @@ async def test_change_events_carry_the_window_facts_and_the_previous_summary():
                                               first_offset=5, last_offset=9),)
     assert second.window.inputs[0].first_offset == 12 and second.window.inputs[0].last_offset == 14
     assert second.previous_summary == first.summary and second.previous_version == 1
+
+
+async def test_a_mapping_converts_records_before_validation_and_dead_letters_with_its_reason():
+    import json as _json
+    from pathlib import Path
+
+    from streamer.domain.codec import decode_buffered
+
+    root = Path(__file__).resolve().parents[3]
+    mapping = root / "deploy" / "mappings" / "segment-ecommerce.yaml"
+    lines = (root / "deploy" / "mappings" / "samples" / "segment-ecommerce.jsonl").read_bytes()
+    dlq = DLQ()
+    # the samples have fixed dates: keep them acceptable in any year
+    settings = Settings(window={"max_events": 100, "max_event_age_s": 20 * 365 * 86400},
+                        mapping={"file": str(mapping)})
+    f = build_flow(settings, store=InMemoryProfileStore(), model=ScriptedSummaryModel([]),
+                   publisher=CollectingPublisher(), buffer=MemoryPendingBuffer(),
+                   dead_letters=dlq)
+    recs = []
+    for n, line in enumerate(lines.splitlines()):
+        doc = _json.loads(line)
+        recs.append(Rec(line, (doc.get("userId") or "none").encode(), None, offset=n))
+    await f.intake(recs)
+    assert dlq.codes == ["mapping_missing_field", "mapping_no_rule", "mapping_bad_value"]
+    assert f.stats.buffered == 5 and f.positions[("in", 0)] == len(recs)
+    entries = await f.buffer.read("user-42", 100)
+    assert sorted(e.event_id for e in entries) == ["seg-msg-1", "seg-msg-2", "seg-msg-3",
+                                                   "seg-msg-4"]
+    assert {decode_buffered(e.value).type for e in entries} == {
+        "interaction.click", "interaction.feedback", "interaction.rating"}

@@ -1,8 +1,13 @@
-"""Items named by id, end to end on real servers: the MIND fixture goes through
+"""Two ways in besides our own schema, end to end on real servers.
+
+Items named by id: the MIND fixture goes through
 `streamer import mind --ids-only --to kafka` and a `streamer worker` with the catalog on; the
 items reach the catalog topic only after the clicks (`streamer catalog load`), and still resolve
 when the windows close.  An item the catalog never gets is applied without it after the grace
-period, recorded in the version and counted on /metrics."""
+period, recorded in the version and counted on /metrics.
+
+A mapping: Segment e-commerce track calls on the input topic, converted by the shipped mapping
+in the worker; those it cannot convert are dead-lettered with the mapping's reason."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from schemas import Item, PairwiseChoice
+from schemas import DeadLetter, Item, PairwiseChoice
 from streamer.adapters.cassandra.store import CassandraProfileStore
 from streamer.adapters.kafka.admin import ensure_topics
 from streamer.settings import CassandraSettings
@@ -34,7 +39,10 @@ from tests.unit.test_telemetry import sample_value
 
 pytestmark = pytest.mark.e2e
 
-DATA = Path(__file__).resolve().parents[1] / "fixtures" / "datasets" / "mind"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "fixtures" / "datasets" / "mind"
+SEGMENT = ROOT / "deploy" / "mappings" / "segment-ecommerce.yaml"
+SEGMENT_SAMPLE = ROOT / "deploy" / "mappings" / "samples" / "segment-ecommerce.jsonl"
 GRACE_S = 15.0
 MIND_EVENTS = {"mind-U100-h0", "mind-U100-h1", "mind-imp-1", "mind-imp-2", "mind-imp-3"}
 
@@ -122,5 +130,35 @@ async def test_mind_by_id_resolves_items_published_after_the_clicks(
         print(json.dumps({"mind_events": 5, "users": 2, "resolved_after_s": round(resolved_after, 1),
                           "unresolved_waited_s": round(waited, 1),
                           "versions": sum(len(v) for v in stored.values())}))
+    finally:
+        stop_and_drop(procs, stack)
+
+
+async def test_segment_track_calls_through_the_shipped_mapping(
+        kafka_bootstrap, cassandra_port, unique, tmp_path):
+    standin, base = start_standin(tmp_path, "--ttft-ms", "10")
+    stack = Stack(kafka_bootstrap, cassandra_port, unique, [base],
+                  extra_env={"STREAMER_MAPPING__FILE": str(SEGMENT)})
+    await stack.ensure_topics()
+    worker = stack.start_worker(tmp_path)
+    procs = [standin, worker]
+    try:
+        lines = [ln for ln in SEGMENT_SAMPLE.read_bytes().splitlines() if ln.strip()]
+        records = [((json.loads(ln).get("userId") or "").encode() or None, ln) for ln in lines]
+        await produce(kafka_bootstrap, stack.input_topic, records)
+        want = {f"seg-msg-{i}" for i in range(1, 6)}
+        async with TopicReader(kafka_bootstrap, stack.output_topic) as changes:
+            got = await wait_for_events_applied(changes, want, timeout_s=90, procs=procs)
+        assert {e for c in got for e in c.event_ids} == want
+        assert {c.user_id for c in got} == {"user-42", "user-7"}
+        async with TopicReader(kafka_bootstrap, stack.dlq_topic) as dlq:
+            deadline = time.monotonic() + 30
+            while len(dlq.messages) < 3 and time.monotonic() < deadline:
+                await dlq.poll()
+        letters = {m.value: DeadLetter.from_headers(m.headers) for m in dlq.messages}
+        assert len(dlq.messages) == 3
+        assert [letters[ln].error_type for ln in lines[5:]] == [
+            "mapping_missing_field", "mapping_no_rule", "mapping_bad_value"]
+        assert "rule 'product reviewed'" in letters[lines[7]].error_message
     finally:
         stop_and_drop(procs, stack)
