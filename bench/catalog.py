@@ -87,7 +87,7 @@ async def bench_view_load(n: int) -> dict:
         await consumer.stop()
     bare_s = time.monotonic() - t0
 
-    follower = CatalogFollower(BOOTSTRAP, topic)
+    follower = CatalogFollower(KafkaSettings(bootstrap_servers=BOOTSTRAP), topic)
     t0 = time.monotonic()
     task = asyncio.create_task(follower.run())
     await follower.wait_caught_up(300)

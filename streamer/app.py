@@ -31,6 +31,7 @@ from .adapters.kafka.catalog import CatalogFollower
 from .adapters.kafka.consumer import BufferedPositionConsumer
 from .adapters.kafka.producer import FaustSender, IdempotentProducer, KafkaSender
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
+from .adapters.security import faust_credentials
 from .domain.baseline import BASELINE_MODEL_NAME
 from .domain.catalog import Catalog
 from .domain.mapping import Mapping, parse_mapping
@@ -344,6 +345,7 @@ def faust_app(settings: Settings) -> faust.App:
     app = faust.App(
         kafka.consumer_group,
         broker=[f"kafka://{b.strip()}" for b in kafka.bootstrap_servers.split(",")],
+        broker_credentials=faust_credentials(kafka),
         store="memory://",
         autodiscover=False,
         web_port=settings.web_port,
@@ -399,7 +401,7 @@ def build_worker(
 
 def build_catalog_follower(settings: Settings) -> CatalogFollower:
     """This worker's in-memory view of the catalog topic (``STREAMER_CATALOG__TOPIC``)."""
-    return CatalogFollower(settings.kafka.bootstrap_servers, settings.catalog.topic)
+    return CatalogFollower(settings.kafka, settings.catalog.topic)
 
 
 # --- the read API --------------------------------------------------------------------------

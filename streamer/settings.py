@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -20,6 +20,23 @@ def default_of(section: type[BaseModel], name: str) -> Any:
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def check_security(section: Any, prefix: str, sasl: bool, tls: bool, switch: str) -> None:
+    """A connection's security settings are complete and consistent, or ValueError says which
+    variable to set (``prefix`` + name)."""
+    if sasl and not (section.sasl_username and section.sasl_password is not None):
+        raise ValueError(f"{prefix}{switch} asks for SASL: set {prefix}SASL_USERNAME and "
+                         f"{prefix}SASL_PASSWORD")
+    ssl_files = {"SSL_CAFILE": section.ssl_cafile, "SSL_CERTFILE": section.ssl_certfile,
+                 "SSL_KEYFILE": section.ssl_keyfile}
+    if not tls and any(ssl_files.values()):
+        named = ", ".join(prefix + k for k, v in ssl_files.items() if v)
+        raise ValueError(f"{named} set but TLS is off ({prefix}{switch}): turn TLS on or unset "
+                         "them")
+    if bool(section.ssl_certfile) != bool(section.ssl_keyfile):
+        raise ValueError(f"a client certificate needs both {prefix}SSL_CERTFILE and "
+                         f"{prefix}SSL_KEYFILE")
 
 
 class KafkaSettings(_Section):
@@ -59,6 +76,31 @@ class KafkaSettings(_Section):
     group_instance_id: str | None = None
     """Static group membership (`group.instance.id`, KIP-345): a restarted member with the same
     id gets its partitions back without a rebalance.  The Helm chart sets the pod name."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    """How every Kafka client of the service connects (`security.protocol`): `SSL` and
+    `SASL_SSL` use TLS (`ssl_*`), `SASL_*` authenticate with `sasl_*`."""
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    """SASL mechanism when `security_protocol` is `SASL_SSL` or `SASL_PLAINTEXT`."""
+    sasl_username: str | None = None
+    """SASL user (required with `SASL_*`)."""
+    sasl_password: SecretStr | None = None
+    """SASL password (required with `SASL_*`)."""
+    ssl_cafile: str | None = None
+    """PEM file of the CA(s) that sign the brokers' certificates; unset: the system trust store."""
+    ssl_certfile: str | None = None
+    """PEM client certificate (chain) for mutual TLS; needs `ssl_keyfile`."""
+    ssl_keyfile: str | None = None
+    """PEM private key of `ssl_certfile`."""
+    ssl_key_password: SecretStr | None = None
+    """Password of an encrypted `ssl_keyfile`."""
+    ssl_check_hostname: bool = True
+    """Verify that a broker's certificate names the host connected to (keep it on)."""
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        check_security(self, "STREAMER_KAFKA__", self.security_protocol.startswith("SASL"),
+                       self.security_protocol.endswith("SSL"), "SECURITY_PROTOCOL")
+        return self
 
 
 class CassandraSettings(_Section):
@@ -77,9 +119,30 @@ class CassandraSettings(_Section):
     dedupe_ttl_s: int = Field(604800, ge=60)
     """How long applied event ids are remembered for deduplication (seconds; 7 days)."""
     username: str | None = None
-    """Optional PlainText auth user."""
+    """User for Cassandra's PasswordAuthenticator (unset: no authentication)."""
     password: SecretStr | None = None
-    """Optional PlainText auth password."""
+    """Password of `username`."""
+    ssl_enabled: bool = False
+    """Connect with TLS (the cluster's `client_encryption_options`), using `ssl_*`."""
+    ssl_cafile: str | None = None
+    """PEM file of the CA(s) that sign the nodes' certificates; unset: the system trust store."""
+    ssl_certfile: str | None = None
+    """PEM client certificate (chain) for mutual TLS (`require_client_auth`); needs
+    `ssl_keyfile`."""
+    ssl_keyfile: str | None = None
+    """PEM private key of `ssl_certfile`."""
+    ssl_key_password: SecretStr | None = None
+    """Password of an encrypted `ssl_keyfile`."""
+    ssl_check_hostname: bool = True
+    """Verify that a node's certificate names the address connected to (keep it on)."""
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> CassandraSettings:
+        if self.password is not None and not self.username:
+            raise ValueError("STREAMER_CASSANDRA__PASSWORD is set but STREAMER_CASSANDRA__USERNAME "
+                             "is not: set both, or neither for a cluster without authentication")
+        check_security(self, "STREAMER_CASSANDRA__", False, self.ssl_enabled, "SSL_ENABLED")
+        return self
 
 
 class ModelSettings(_Section):

@@ -117,6 +117,9 @@ class Config:
     cassandra_grace: float = 45.0
     kafka_jvm_opts: list[str] = dataclasses.field(default_factory=list)
     cassandra_jvm_opts: list[str] = dataclasses.field(default_factory=list)
+    # secure mode: TLS + SASL/password authentication from a PKI directory (see `pki`)
+    secure_dir: Path | None = None
+    kafka_secure_port: int = 9094
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -139,12 +142,18 @@ class Config:
             cassandra_grace=_env_float("PREFSTREAM_CASSANDRA_GRACE", 45.0),
             kafka_jvm_opts=(e("PREFSTREAM_KAFKA_JVM_OPTS") or "").split(),
             cassandra_jvm_opts=(e("PREFSTREAM_CASSANDRA_JVM_OPTS") or "").split(),
+            secure_dir=Path(e("PREFSTREAM_SECURE_DIR")).expanduser().resolve()
+            if e("PREFSTREAM_SECURE_DIR") else None,
+            kafka_secure_port=_env_int("PREFSTREAM_KAFKA_SECURE_PORT", 9094),
         )
 
     # per-server views ------------------------------------------------------------------------
     def ports(self, name: str) -> dict[str, int]:
         if name == "kafka":
-            return {"kafka": self.kafka_port, "controller": self.kafka_controller_port}
+            ports = {"kafka": self.kafka_port, "controller": self.kafka_controller_port}
+            if self.secure_dir:
+                ports["sasl_ssl"] = self.kafka_secure_port
+            return ports
         return {"native": self.cassandra_port, "storage": self.cassandra_storage_port,
                 "jmx": self.cassandra_jmx_port}
 
@@ -569,6 +578,14 @@ def _kafka_prepare(cfg: Config, java: str) -> list[str]:
     _render(HERE / "kafka" / "server.properties.template", props,
             kafka_port=cfg.kafka_port, controller_port=cfg.kafka_controller_port,
             data_dir=str(data))
+    scram: list[str] = []
+    if cfg.secure_dir:
+        pki = load_pki(cfg.secure_dir)
+        with open(props, "a") as fh:
+            fh.write(_kafka_secure_properties(cfg, pki))
+        scram = [arg for user, pw in pki["users"].items()
+                 for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")
+                 for arg in ("--add-scram", f"{mech}=[name={user},password={pw}]")]
     common = [*COMMON_JVM,
               f"-Dlog4j.configuration=file:{HERE / 'kafka' / 'log4j.properties'}",
               f"-Dkafka.logs.dir={cfg.run_dir / 'logs'}"]
@@ -587,7 +604,8 @@ def _kafka_prepare(cfg: Config, java: str) -> list[str]:
         say(f"kafka: formatting KRaft storage in {data} (cluster id {cid}) ...")
         t0 = time.monotonic()
         r = subprocess.run([java, "-Xmx256m", *common, *classpath, "kafka.tools.StorageTool",
-                            "format", "-t", cid, "-c", str(props), "--ignore-formatted"],
+                            "format", "-t", cid, "-c", str(props), "--ignore-formatted",
+                            *scram],
                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
         out = (r.stdout + r.stderr).strip()
         if r.returncode != 0:
@@ -613,9 +631,17 @@ def _cassandra_prepare(cfg: Config, java: str) -> list[str]:
     for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
         (sd / sub).mkdir(parents=True, exist_ok=True)
     yaml = sd / "cassandra.yaml"
+    secure: list[str] = []
     _render(HERE / "cassandra" / "cassandra.yaml.template", yaml,
             native_port=cfg.cassandra_port, storage_port=cfg.cassandra_storage_port,
-            data_root=str(sd))
+            data_root=str(sd),
+            authenticator="PasswordAuthenticator" if cfg.secure_dir else "AllowAllAuthenticator")
+    if cfg.secure_dir:
+        pki = load_pki(cfg.secure_dir)
+        with open(yaml, "a") as fh:
+            fh.write(_cassandra_secure_yaml(pki))
+        # the default superuser (cassandra/cassandra) exists at once, not after 10 s
+        secure = ["-Dcassandra.superuser_setup_delay_ms=0"]
     jamm = sorted(lib_dir("cassandra").glob("jamm-*.jar"))
     if not jamm:
         raise InfraError("cassandra: jamm-*.jar missing from lib/: run `infra.py fetch --force "
@@ -632,8 +658,135 @@ def _cassandra_prepare(cfg: Config, java: str) -> list[str]:
             f"-Dcassandra.jmx.local.port={cfg.cassandra_jmx_port}",
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.unsafesystem=true",
+            *secure,
             *cfg.cassandra_jvm_opts,
             "-cp", str(lib_dir("cassandra")) + "/*", CASSANDRA_MAIN]
+
+
+# --------------------------------------------------------------------------------------------
+# secure mode: a private CA, TLS listeners and authenticated users (PREFSTREAM_SECURE_DIR)
+# --------------------------------------------------------------------------------------------
+
+PKI_FILES = ("ca.pem", "server.p12", "server.password", "users.json")
+CASSANDRA_SUPERUSER = ("cassandra", "cassandra")  # PasswordAuthenticator's default superuser
+
+
+def make_pki(directory: Path, users: tuple[str, ...] = ("prefstream",), days: int = 30) -> dict:
+    """Write a fresh test PKI into ``directory``: ``ca.pem`` (a new CA), ``server.p12`` (a
+    PKCS#12 keystore with a server key and a certificate for localhost / 127.0.0.1 signed by
+    that CA), ``server.password`` and ``users.json`` (each user with a random password).
+    Needs the ``cryptography`` package (the dev extra).  Returns :func:`load_pki`."""
+    import datetime
+    import ipaddress
+    import secrets
+
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.hazmat.primitives.serialization import pkcs12
+        from cryptography.x509.oid import NameOID
+    except ImportError as exc:
+        raise InfraError("secure mode generates its CA with the Python package `cryptography`: "
+                         "run this launcher with the project venv (`make venv`)") from exc
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "prefstream test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5))
+          .not_valid_after(now + datetime.timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca_name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    password = secrets.token_urlsafe(18)
+    keystore = pkcs12.serialize_key_and_certificates(
+        b"server", key, cert, [ca], serialization.BestAvailableEncryption(password.encode()))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "server.p12").write_bytes(keystore)
+    (directory / "server.password").write_text(password + "\n")
+    (directory / "users.json").write_text(json.dumps(
+        {u: secrets.token_urlsafe(12) for u in users}, indent=2) + "\n")
+    for f in PKI_FILES:
+        (directory / f).chmod(0o600)
+    say(f"secure mode: wrote a new test CA, server keystore and users to {directory}")
+    return load_pki(directory)
+
+
+def load_pki(directory: Path) -> dict:
+    """The PKI in ``directory`` (generated by :func:`make_pki` when it has none yet)."""
+    if not (directory / "ca.pem").exists():
+        return make_pki(directory)
+    missing = [f for f in PKI_FILES if not (directory / f).exists()]
+    if missing:
+        raise InfraError(f"secure mode: {directory} lacks {', '.join(missing)}: delete the "
+                         "directory to get a new PKI, or run `infra.py pki --dir DIR`")
+    return {"dir": directory, "ca": directory / "ca.pem", "keystore": directory / "server.p12",
+            "password": (directory / "server.password").read_text().strip(),
+            "users": json.loads((directory / "users.json").read_text())}
+
+
+def _kafka_secure_properties(cfg: Config, pki: dict) -> str:
+    """A SASL_SSL listener beside the PLAINTEXT one (which stays the inter-broker listener):
+    TLS with the PKI's keystore; PLAIN and SCRAM-SHA-256/512 for the PKI's users (the SCRAM
+    credentials are written into the metadata log when the storage is formatted)."""
+    plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in pki["users"].items())
+    login = "org.apache.kafka.common.security"
+    plaintext = f"PLAINTEXT://127.0.0.1:{cfg.kafka_port}"
+    sasl_ssl = f"SASL_SSL://127.0.0.1:{cfg.kafka_secure_port}"
+    props = {
+        "listeners": f"{plaintext},CONTROLLER://127.0.0.1:{cfg.kafka_controller_port},{sasl_ssl}",
+        "advertised.listeners": f"{plaintext},{sasl_ssl}",
+        "listener.security.protocol.map":
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        "listener.name.sasl_ssl.plain.sasl.jaas.config":
+            f"{login}.plain.PlainLoginModule required {plain_users};",
+        "listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config":
+            f"{login}.scram.ScramLoginModule required;",
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+            f"{login}.scram.ScramLoginModule required;",
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(pki["keystore"]),
+        "ssl.keystore.password": pki["password"],
+        "ssl.key.password": pki["password"],
+        "ssl.client.auth": "none",
+    }
+    lines = [f"# --- secure mode (PREFSTREAM_SECURE_DIR={pki['dir']}): later keys win"]
+    return "\n" + "\n".join([*lines, *(f"{k}={v}" for k, v in props.items())]) + "\n"
+
+
+def _cassandra_secure_yaml(pki: dict) -> str:
+    """Required client encryption on the native port with the PKI's keystore (the
+    authenticator is set in the template)."""
+    return f"""
+# --- secure mode (PREFSTREAM_SECURE_DIR={pki['dir']})
+client_encryption_options:
+  enabled: true
+  optional: false
+  keystore: {pki['keystore']}
+  keystore_password: "{pki['password']}"
+  store_type: PKCS12
+  require_client_auth: false
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -678,9 +831,16 @@ def _run_coro(make_coro, timeout: float):
     return box.get("v")
 
 
-def probe_kafka(port: int | None = None, timeout: float = 20.0) -> str:
-    """list_topics via the admin client, then send_and_wait to the probe topic."""
-    port = port or Config.from_env().kafka_port
+def _client_tls(pki: dict):
+    import ssl
+    return ssl.create_default_context(cafile=str(pki["ca"]))
+
+
+def probe_kafka(port: int | None = None, timeout: float = 20.0, cfg: Config | None = None) -> str:
+    """list_topics via the admin client, then send_and_wait to the probe topic; in secure mode
+    also list_topics on the SASL_SSL listener as the first user (SCRAM-SHA-512)."""
+    cfg = cfg or Config.from_env()
+    port = port or cfg.kafka_port
     from aiokafka import AIOKafkaProducer
     from aiokafka.admin import AIOKafkaAdminClient
     bootstrap = f"127.0.0.1:{port}"
@@ -700,26 +860,57 @@ def probe_kafka(port: int | None = None, timeout: float = 20.0) -> str:
             md = await producer.send_and_wait(PROBE_TOPIC, b"probe")
         finally:
             await producer.stop()
-        return f"{len(topics)} topics, probe write at {md.topic}[{md.partition}]@{md.offset}"
+        detail = f"{len(topics)} topics, probe write at {md.topic}[{md.partition}]@{md.offset}"
+        if cfg.secure_dir:
+            pki = load_pki(cfg.secure_dir)
+            user, password = next(iter(pki["users"].items()))
+            admin = AIOKafkaAdminClient(
+                bootstrap_servers=f"127.0.0.1:{cfg.kafka_secure_port}", request_timeout_ms=ms,
+                security_protocol="SASL_SSL", ssl_context=_client_tls(pki),
+                sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user,
+                sasl_plain_password=password)
+            await admin.start()
+            try:
+                await admin.list_topics()
+            finally:
+                await admin.close()
+            detail += f"; SASL_SSL on {cfg.kafka_secure_port} as {user}"
+        return detail
 
     return _run_coro(go, timeout)
 
 
-def probe_cassandra(port: int | None = None, timeout: float = 20.0) -> str:
-    """cassandra-driver connect + SELECT release_version FROM system.local."""
-    port = port or Config.from_env().cassandra_port
+def probe_cassandra(port: int | None = None, timeout: float = 20.0,
+                    cfg: Config | None = None) -> str:
+    """cassandra-driver connect + SELECT release_version FROM system.local.  In secure mode the
+    probe connects with TLS as the default superuser and creates the PKI's users (login roles,
+    idempotent), so a ready server accepts them."""
+    cfg = cfg or Config.from_env()
+    port = port or cfg.cassandra_port
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
     profile = ExecutionProfile(
         load_balancing_policy=DCAwareRoundRobinPolicy(local_dc="datacenter1"),
         request_timeout=timeout)
+    secure: dict = {}
+    pki = load_pki(cfg.secure_dir) if cfg.secure_dir else None
+    if pki:
+        from cassandra.auth import PlainTextAuthProvider
+        secure = {"ssl_context": _client_tls(pki),
+                  "auth_provider": PlainTextAuthProvider(*CASSANDRA_SUPERUSER)}
     cluster = Cluster(["127.0.0.1"], port=port, protocol_version=5,
                       execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-                      connect_timeout=timeout, control_connection_timeout=timeout)
+                      connect_timeout=timeout, control_connection_timeout=timeout, **secure)
     try:
         session = cluster.connect()
         row = session.execute("SELECT release_version FROM system.local").one()
-        return f"release_version {row.release_version}"
+        detail = f"release_version {row.release_version}"
+        if pki:
+            for user, password in pki["users"].items():
+                session.execute(f"CREATE ROLE IF NOT EXISTS {user} WITH PASSWORD = %s "
+                                "AND LOGIN = true", (password,))
+            detail += f"; TLS + PasswordAuthenticator, roles {', '.join(pki['users'])}"
+        return detail
     finally:
         cluster.shutdown()
 
@@ -741,8 +932,8 @@ def probe(name: str, cfg: Config | None = None, timeout: float = 20.0) -> str:
     if not port_open(port):
         raise InfraError(f"port {port} not accepting connections")
     if name == "kafka":
-        return probe_kafka(port, timeout)
-    return probe_cassandra(port, timeout)
+        return probe_kafka(port, timeout, cfg)
+    return probe_cassandra(port, timeout, cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -993,12 +1184,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="infra.py",
         description="Local Kafka 3.9.1 (KRaft) + Cassandra 5.0.8 for prefstream.")
     ap.add_argument("command", choices=["fetch", "up", "start", "down", "stop", "status",
-                                        "clean", "kill"])
+                                        "clean", "kill", "pki"])
     ap.add_argument("names", nargs="*", default=["all"], help="kafka, cassandra or all")
     ap.add_argument("--force", action="store_true", help="fetch: re-resolve even if complete")
     ap.add_argument("--timeout", type=float, help="up: readiness timeout in seconds "
                     "(default: PREFSTREAM_KAFKA_TIMEOUT 90 / PREFSTREAM_CASSANDRA_TIMEOUT 180)")
     ap.add_argument("--json", action="store_true", help="status: print JSON")
+    ap.add_argument("--dir", type=Path, help="pki: where to write a new test CA, server keystore "
+                    "and users (then `PREFSTREAM_SECURE_DIR=DIR infra.py up`)")
     ap.add_argument("--grace", type=float, help="down: seconds between SIGTERM and SIGKILL "
                     "(default: PREFSTREAM_KAFKA_GRACE 30 / PREFSTREAM_CASSANDRA_GRACE 45)")
     args = ap.parse_intermixed_args(argv)
@@ -1018,6 +1211,10 @@ def main(argv: list[str] | None = None) -> int:
             down(args.names, grace=args.grace)
         elif cmd == "clean":
             clean(args.names)
+        elif cmd == "pki":
+            if args.dir is None:
+                ap.error("pki needs --dir DIR")
+            make_pki(args.dir.expanduser().resolve())
         elif cmd == "kill":
             if len(args.names) != 1 or args.names[0] not in NAMES:
                 ap.error("kill takes exactly one of: kafka, cassandra")

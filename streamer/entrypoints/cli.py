@@ -681,7 +681,7 @@ def rebuild_current_rows(topic: str | None, no_progress: bool) -> None:
         try:
             with tqdm(desc="rebuilding", unit="rec", disable=no_progress, file=sys.stderr) as bar:
                 return await rebuild_current(store, read_topic(
-                    settings.kafka.bootstrap_servers, topic or settings.kafka.output_topic,
+                    settings.kafka, topic or settings.kafka.output_topic,
                     on_record=bar.update))
         finally:
             await store.aclose()

@@ -321,9 +321,11 @@ class PrivateInfra:
         return f"127.0.0.1:{self.kafka_port}"
 
     durable_schema: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)  # e.g. secure mode's variables
 
     def env(self) -> dict[str, str]:
-        env = {"PREFSTREAM_RUN_DIR": str(self.run_dir), **{k: str(v) for k, v in self.ports.items()}}
+        env = {"PREFSTREAM_RUN_DIR": str(self.run_dir), **{k: str(v) for k, v in self.ports.items()},
+               **self.extra_env}
         if self.durable_schema:
             # infra.py starts Cassandra with -Dcassandra.unsafesystem=true (fast schema changes,
             # but the system keyspaces skip the commit log): a SIGKILL would then forget every

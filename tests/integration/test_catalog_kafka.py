@@ -43,7 +43,7 @@ async def test_the_view_loads_the_whole_topic_then_follows_it(kafka_settings, pr
     await producer.send(topic, None, key=b"n1")  # a tombstone deletes
     await producer.flush()
 
-    follower = CatalogFollower(kafka_settings.bootstrap_servers, topic, max_records=50)
+    follower = CatalogFollower(kafka_settings, topic, max_records=50)
     await follower.start()
     assert not follower.caught_up  # nothing read yet
     task = asyncio.create_task(follower.run())
@@ -69,11 +69,11 @@ async def test_the_view_loads_the_whole_topic_then_follows_it(kafka_settings, pr
 async def test_an_empty_topic_is_caught_up_at_once_and_a_missing_one_says_what_to_do(
         kafka_settings):  # noqa: F811
     topic = f"{kafka_settings.input_topic}.items"
-    missing = CatalogFollower(kafka_settings.bootstrap_servers, f"{topic}.nope")
+    missing = CatalogFollower(kafka_settings, f"{topic}.nope")
     with pytest.raises(ConfigurationError, match="streamer topics ensure"):
         await missing.start()
     await ensure_topics(kafka_settings, catalog_topic=topic)
-    follower = CatalogFollower(kafka_settings.bootstrap_servers, topic)
+    follower = CatalogFollower(kafka_settings, topic)
     await follower.start()
     try:
         assert follower.caught_up and follower.items == 0
@@ -96,7 +96,7 @@ async def test_catalog_load_publishes_an_import_file_keyed_by_item_id(kafka_sett
         env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert f"published 5 items to {topic} (5 lines of other types passed over)" in proc.stderr
-    follower = CatalogFollower(kafka_settings.bootstrap_servers, topic)
+    follower = CatalogFollower(kafka_settings, topic)
     task = asyncio.create_task(follower.run())
     try:
         await follower.wait_caught_up(60)

@@ -110,5 +110,5 @@ async def test_read_topic_reads_every_partition_from_its_beginning_every_time(ka
         await producer.send_and_wait(topic, b"v%d" % i, key=b"k%d" % i)
     for _ in range(10):
         seen = [value async for _key, value, _headers in
-                read_topic(kafka_settings.bootstrap_servers, topic)]
+                read_topic(kafka_settings, topic)]
         assert sorted(seen) == sorted(b"v%d" % i for i in range(30))

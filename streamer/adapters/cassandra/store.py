@@ -28,7 +28,6 @@ from cassandra import (
     Unavailable,
     WriteTimeout,
 )
-from cassandra.auth import PlainTextAuthProvider
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
     Cluster,
@@ -42,8 +41,14 @@ from pydantic import TypeAdapter
 
 from schemas import QualityScore, SummaryRecord, TokenUsage, WindowFacts, WindowTriple
 
-from ...errors import AsOfTooDeepError, StoreUnavailableError, VersionConflictError
+from ...errors import (
+    AsOfTooDeepError,
+    ConfigurationError,
+    StoreUnavailableError,
+    VersionConflictError,
+)
 from ...settings import CassandraSettings, default_of
+from ..security import cassandra_connection_kwargs, cassandra_refusal
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +71,6 @@ _SCAN_PAGE = 1000  # rows per page of a full history scan (scan_history)
 
 def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
     """Open a cluster connection (no keyspace), mapping failures to StoreUnavailableError."""
-    auth = None
-    if settings.username:
-        password = settings.password.get_secret_value() if settings.password else ""
-        auth = PlainTextAuthProvider(settings.username, password)
     profile = ExecutionProfile(
         load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=settings.local_dc),
         request_timeout=settings.request_timeout_s,
@@ -79,7 +80,7 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
     cluster = Cluster(
         settings.hosts,
         port=settings.port,
-        auth_provider=auth,
+        **cassandra_connection_kwargs(settings),
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         # reconnect quickly after an outage (the default backs off up to 10 minutes)
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=5.0),
@@ -90,7 +91,15 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
         session = cluster.connect()
     except NoHostAvailable as exc:
         cluster.shutdown()
+        refusal = cassandra_refusal(settings, exc.errors)
+        if refusal:
+            raise ConfigurationError(refusal) from exc
         hosts = ",".join(settings.hosts)
+        if settings.ssl_enabled or settings.username:
+            raise StoreUnavailableError(
+                f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); is it running, and "
+                "does it expect the STREAMER_CASSANDRA__SSL_* / USERNAME settings given?"
+            ) from exc
         raise StoreUnavailableError(
             f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); is it running? "
             "Locally: `make up`"

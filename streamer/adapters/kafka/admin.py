@@ -11,6 +11,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from ...errors import BrokerUnavailableError, ConfigurationError
 from ...settings import KafkaSettings
+from ..security import kafka_client_kwargs, kafka_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -48,15 +49,13 @@ async def ensure_topics(settings: KafkaSettings, *, timeout_ms: int = 30_000,
     Safe to run again and again (the chart's pre-install/pre-upgrade hook): existing topics are
     only read, never altered."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=timeout_ms
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=timeout_ms,
+        **kafka_client_kwargs(settings),
     )
     try:
         await admin.start()
     except KafkaError as exc:
-        raise BrokerUnavailableError(
-            f"cannot reach Kafka at {settings.bootstrap_servers} ({exc}); is it running? "
-            "Locally: `make up`"
-        ) from exc
+        raise BrokerUnavailableError(kafka_unreachable(settings, exc)) from exc
     try:
         specs = topic_specs(settings, catalog_topic)
         existing = set(await admin.list_topics())

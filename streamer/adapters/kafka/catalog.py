@@ -30,15 +30,16 @@ from aiokafka.errors import ConsumerStoppedError
 
 from ...domain.catalog import Catalog
 from ...errors import ConfigurationError, InvalidEventError
+from ...settings import KafkaSettings
 from .topic_reader import assign_whole_topic, start_reader
 
 log = logging.getLogger(__name__)
 
 
 class CatalogFollower:
-    def __init__(self, bootstrap: str, topic: str, catalog: Catalog | None = None, *,
+    def __init__(self, kafka: KafkaSettings, topic: str, catalog: Catalog | None = None, *,
                  poll_ms: int = 500, max_records: int = 2000) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         self.topic = topic
         self.catalog = catalog if catalog is not None else Catalog()
         self.poll_ms = poll_ms
@@ -64,7 +65,7 @@ class CatalogFollower:
 
     async def start(self) -> None:
         """Connect, assign every partition and seek each to its beginning."""
-        consumer = await start_reader(self.bootstrap)
+        consumer = await start_reader(self.kafka)
         try:
             ends = await assign_whole_topic(consumer, self.topic)
             if ends is None:

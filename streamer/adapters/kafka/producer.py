@@ -25,6 +25,7 @@ from faust.transport.drivers.aiokafka import Producer as _FaustProducer
 
 from ...errors import BrokerUnavailableError, PublishRejectedError, StreamerError
 from ...settings import KafkaSettings
+from ..security import kafka_client_kwargs, kafka_unreachable
 
 Headers = Sequence[tuple[str, bytes]]
 
@@ -53,14 +54,13 @@ class KafkaSender:
             if self._producer is not None:
                 return
             producer = AIOKafkaProducer(bootstrap_servers=self.settings.bootstrap_servers,
-                                        acks="all", enable_idempotence=True)
+                                        acks="all", enable_idempotence=True,
+                                        **kafka_client_kwargs(self.settings))
             try:
                 await producer.start()
             except _SEND_ERRORS as exc:
                 await producer.stop()
-                raise BrokerUnavailableError(
-                    f"cannot reach Kafka at {self.settings.bootstrap_servers} ({exc!r}); is it "
-                    "running? Locally: `make up`") from exc
+                raise BrokerUnavailableError(kafka_unreachable(self.settings, exc)) from exc
             self._producer = producer
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None,

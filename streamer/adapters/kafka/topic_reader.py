@@ -10,13 +10,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from ...errors import BrokerUnavailableError, ConfigurationError
+from ...settings import KafkaSettings
+from ..security import kafka_client_kwargs, kafka_unreachable
 
 
-async def read_topic(bootstrap: str, topic: str, *,
+async def read_topic(kafka: KafkaSettings, topic: str, *,
                      on_record: Callable[[], Any] | None = None
                      ) -> AsyncIterator[tuple[bytes | None, bytes | None, Any]]:
     """(key, value, headers) of every record, partition by partition, in offset order."""
-    consumer = await start_reader(bootstrap)
+    consumer = await start_reader(kafka)
     try:
         ends = await assign_whole_topic(consumer, topic)
         if ends is None:
@@ -35,16 +37,18 @@ async def read_topic(bootstrap: str, topic: str, *,
         await consumer.stop()
 
 
-async def start_reader(bootstrap: str) -> AIOKafkaConsumer:
+async def start_reader(kafka: KafkaSettings) -> AIOKafkaConsumer:
     """A started consumer with no group (nothing committed), reading committed records."""
     # earliest: assigning a partition without a position makes the fetcher reset it, and a
     # reset to "latest" racing a lazy seek to the beginning can skip the whole partition
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
-                                isolation_level="read_committed", auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers,
+                                enable_auto_commit=False, isolation_level="read_committed",
+                                auto_offset_reset="earliest", **kafka_client_kwargs(kafka))
     try:
         await consumer.start()
     except KafkaError as exc:
-        raise BrokerUnavailableError(f"cannot reach Kafka at {bootstrap} ({exc})") from exc
+        await consumer.stop()
+        raise BrokerUnavailableError(kafka_unreachable(kafka, exc)) from exc
     return consumer
 
 
