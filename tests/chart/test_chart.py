@@ -60,9 +60,12 @@ NOT_IN_CONFIG = {
     "STREAMER_MODEL__BASE_URLS": "rendered from model.endpoints or the vLLM pool",
     "STREAMER_KAFKA__GROUP_INSTANCE_ID": "per pod: the pod name (worker.staticMembership)",
     "STREAMER_MAPPING__FILE": "a mounted file: from mapping.inline or mapping.existingConfigMap",
+    **{f"STREAMER_{system}__SSL_{kind}FILE": f"a mounted file: from tls.{system.lower()}"
+       for system in ("KAFKA", "CASSANDRA") for kind in ("CA", "CERT", "KEY")},
 }
 SECRET_ENV = {"STREAMER_MODEL__API_KEY", "STREAMER_CASSANDRA__PASSWORD", "STREAMER_API__TOKEN",
-              "STREAMER_API__READ_TOKENS"}
+              "STREAMER_API__READ_TOKENS", "STREAMER_KAFKA__SASL_PASSWORD",
+              "STREAMER_KAFKA__SSL_KEY_PASSWORD", "STREAMER_CASSANDRA__SSL_KEY_PASSWORD"}
 
 _HELM_HOME = tempfile.mkdtemp(prefix="prefstream-helm-home-")
 atexit.register(shutil.rmtree, _HELM_HOME, ignore_errors=True)
@@ -681,8 +684,17 @@ def test_config_map_holds_only_real_settings(values_file):
 
 @ci_params
 def test_config_map_parses_as_settings(values_file, monkeypatch):
-    """The rendered values are what pydantic-settings accepts (JSON lists, integer formats)."""
-    data = config_map_data(render((values_file,)))
+    """The worker's rendered environment is what pydantic-settings accepts (JSON lists, integer
+    formats, complete connection security): the ConfigMap, plus the pod's own env (mounted file
+    paths; a placeholder for each Secret reference)."""
+    docs = render((values_file,))
+    data = config_map_data(docs)
+    for name, entry in env_of(_container(docs, "worker")).items():
+        if "value" in entry:
+            data[name] = entry["value"]
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            ref = entry["valueFrom"]["secretKeyRef"]
+            data[name] = f"from-secret-{ref['name']}-{ref['key']}"
     for key in list(os.environ):
         if key.startswith("STREAMER_"):
             monkeypatch.delenv(key)
@@ -1134,3 +1146,101 @@ def test_every_inline_mapping_of_the_ci_values_is_a_valid_mapping(values_file):
     inline = effective_values(values_file)["mapping"]["inline"]
     if inline:
         assert parse_mapping(yaml.safe_load(inline), source=values_file.name).rules
+
+
+# --------------------------------------------------------------------------- connection security
+
+
+def _volumes(docs, comp: str, job: bool = False) -> dict[str, dict]:
+    kinds = of_kind(docs, "Job") if job else of_kind(docs, "Deployment")
+    (obj,) = [d for d in kinds if component(d) == comp]
+    return {v["name"]: v for v in obj["spec"]["template"]["spec"].get("volumes", [])}
+
+
+def _plain_env(container: dict) -> dict[str, str]:
+    return {n: e["value"] for n, e in env_of(container).items() if "value" in e}
+
+
+def test_tls_and_sasl_from_secrets_reach_every_component_that_connects():
+    docs = render((CI_DIR / "secure-connections-values.yaml",))
+    data = config_map_data(docs)
+    assert data["STREAMER_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert data["STREAMER_KAFKA__SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert data["STREAMER_KAFKA__SASL_USERNAME"] == "prefstream"
+    assert data["STREAMER_CASSANDRA__SSL_ENABLED"] == "true"
+    assert not of_kind(docs, "Secret")  # everything comes from Secrets made elsewhere
+    kafka_env = {"STREAMER_KAFKA__SSL_CAFILE": "/etc/prefstream/tls/kafka/ca.crt"}
+    cassandra_env = {"STREAMER_CASSANDRA__SSL_CAFILE": "/etc/prefstream/tls/cassandra/ca.crt",
+                     "STREAMER_CASSANDRA__SSL_CERTFILE": "/etc/prefstream/tls/cassandra/tls.crt",
+                     "STREAMER_CASSANDRA__SSL_KEYFILE": "/etc/prefstream/tls/cassandra/tls.key"}
+    containers_of = {"worker": _container(docs, "worker"), "api": _container(docs, "api"),
+                     "migrate": _job_container(docs, "migrate"),
+                     "topics": _job_container(docs, "topics")}
+    for comp, container in containers_of.items():
+        refs = _secret_refs(container)
+        uses_kafka, uses_cassandra = comp != "migrate", comp != "topics"
+        assert (refs.get("STREAMER_KAFKA__SASL_PASSWORD") == ("prefstream", "password")) \
+            is uses_kafka, comp
+        assert "STREAMER_KAFKA__SASL_USERNAME" not in refs  # from config.kafka.saslUsername
+        assert (refs.get("STREAMER_CASSANDRA__PASSWORD") == ("demo-superuser", "password")) \
+            is uses_cassandra, comp
+        env = _plain_env(container)
+        assert {**kafka_env, **cassandra_env}.items() <= env.items(), comp
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["tls-kafka"]["mountPath"] == "/etc/prefstream/tls/kafka"
+        assert mounts["tls-cassandra"]["readOnly"] is True
+        volumes = _volumes(docs, comp, job=comp in ("migrate", "topics"))
+        assert volumes["tls-kafka"]["secret"]["secretName"] == "events-cluster-ca-cert"
+        assert volumes["tls-cassandra"]["secret"] == {"secretName": "demo-client-tls",
+                                                      "defaultMode": 0o440}
+
+
+def test_chart_managed_connection_secrets_and_hook_copy():
+    docs = render((MINIMAL,), ("config.kafka.securityProtocol=SASL_SSL",
+                               "config.kafka.saslUsername=svc", "secrets.kafkaSaslPassword=kp",
+                               "secrets.cassandraPassword=cp",
+                               "secrets.cassandraSslKeyPassword=ckp",
+                               "config.cassandra.sslEnabled=true"))
+    secret = named(docs, "Secret", f"{RELEASE}-prefstream")["stringData"]
+    assert secret == {"STREAMER_KAFKA__SASL_PASSWORD": "kp", "STREAMER_CASSANDRA__PASSWORD": "cp",
+                      "STREAMER_CASSANDRA__SSL_KEY_PASSWORD": "ckp"}
+    hook = named(docs, "Secret", f"{RELEASE}-prefstream-hooks")["stringData"]
+    assert hook == secret  # topics needs the Kafka password, migrate the Cassandra ones
+    hooks = f"{RELEASE}-prefstream-hooks"
+    assert _secret_refs(_job_container(docs, "topics")) == {
+        "STREAMER_KAFKA__SASL_PASSWORD": (hooks, "STREAMER_KAFKA__SASL_PASSWORD")}
+    assert set(_secret_refs(_job_container(docs, "migrate"))) == {
+        "STREAMER_CASSANDRA__PASSWORD", "STREAMER_CASSANDRA__SSL_KEY_PASSWORD"}
+    worker = _secret_refs(_container(docs, "worker"))
+    assert worker["STREAMER_KAFKA__SASL_PASSWORD"] == (f"{RELEASE}-prefstream",
+                                                       "STREAMER_KAFKA__SASL_PASSWORD")
+    # no TLS Secret given: nothing mounted, the system trust store is used
+    assert "tls-kafka" not in _volumes(docs, "worker")
+
+
+def test_existing_secret_keys_for_connections_are_opt_in():
+    base = render((CI_DIR / "existing-secret-values.yaml",))
+    assert "STREAMER_KAFKA__SASL_PASSWORD" not in _secret_refs(_container(base, "worker"))
+    docs = render((CI_DIR / "existing-secret-values.yaml",),
+                  ("config.kafka.securityProtocol=SASL_SSL", "config.kafka.saslUsername=svc",
+                   "existingSecretKeys.kafkaSaslPassword=kafka-password"))
+    for comp in ("worker", "api"):
+        assert _secret_refs(_container(docs, comp))["STREAMER_KAFKA__SASL_PASSWORD"] == (
+            "prefstream-credentials", "kafka-password")
+    assert _secret_refs(_job_container(docs, "topics")) == {
+        "STREAMER_KAFKA__SASL_PASSWORD": ("prefstream-credentials", "kafka-password")}
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (("config.kafka.securityProtocol=SASL_SSL", "secrets.kafkaSaslPassword=x"),
+     "set config.kafka.saslUsername"),
+    (("config.kafka.securityProtocol=SASL_PLAINTEXT", "config.kafka.saslUsername=svc"),
+     "give the SASL password"),
+    (("tls.kafka.secretName=ca",), "use SSL or SASL_SSL"),
+    (("tls.cassandra.secretName=ca",), "config.cassandra.sslEnabled is not true"),
+    (("config.cassandra.sslEnabled=true", "tls.cassandra.secretName=ca",
+      "tls.cassandra.certKey=tls.crt"), "needs both certKey and keyKey"),
+    (("config.kafka.securityProtocol=TLS",), "securityProtocol"),
+])
+def test_incomplete_connection_security_is_refused(sets, message):
+    assert message in render_fails(sets=sets)

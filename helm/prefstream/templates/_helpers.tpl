@@ -162,8 +162,82 @@ STREAMER_API__TOKEN: the existingSecret, or the chart-managed one.
 True ("true") when the chart renders its own Secret: no existingSecret and some value given.
 */}}
 {{- define "prefstream.createSecret" -}}
-{{- if and (not .Values.existingSecret) (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken .Values.secrets.apiReadTokens) -}}
+{{- if and (not .Values.existingSecret) (include "prefstream.anySecretValue" .) -}}
 true
+{{- end -}}
+{{- end -}}
+
+{{/*
+True ("true") when some secrets.* value is given.
+*/}}
+{{- define "prefstream.anySecretValue" -}}
+{{- range $k, $v := .Values.secrets -}}
+{{- if $v -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A credentials Secret of its own (cassandraCredentialsSecret, kafkaCredentialsSecret): the user
+name (when usernameKey is set) and the password. Usage:
+include "prefstream.credentialsSecretEnv" (dict "secret" .Values.kafkaCredentialsSecret "prefix" "STREAMER_KAFKA__SASL_")
+*/}}
+{{- define "prefstream.credentialsSecretEnv" -}}
+{{- if .secret.usernameKey }}
+- name: {{ .prefix }}USERNAME
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret.name }}
+      key: {{ .secret.usernameKey }}
+{{- end }}
+- name: {{ .prefix }}PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secret.name }}
+      key: {{ .secret.passwordKey }}
+{{- end -}}
+
+{{/*
+TLS material mounted from Secrets (tls.kafka, tls.cassandra): the STREAMER_*__SSL_*FILE paths,
+the volumes and their read-only mounts at /etc/prefstream/tls/<kafka|cassandra>.
+*/}}
+{{- define "prefstream.tlsEnv" -}}
+{{- range $name := list "kafka" "cassandra" -}}
+{{- $t := index $.Values.tls $name -}}
+{{- if $t.secretName -}}
+{{- $prefix := printf "STREAMER_%s__SSL_" (upper $name) -}}
+{{- if $t.caKey }}
+- name: {{ $prefix }}CAFILE
+  value: /etc/prefstream/tls/{{ $name }}/{{ $t.caKey }}
+{{- end }}
+{{- if $t.certKey }}
+- name: {{ $prefix }}CERTFILE
+  value: /etc/prefstream/tls/{{ $name }}/{{ $t.certKey }}
+- name: {{ $prefix }}KEYFILE
+  value: /etc/prefstream/tls/{{ $name }}/{{ $t.keyKey }}
+{{- end }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "prefstream.tlsVolumes" -}}
+{{- range $name := list "kafka" "cassandra" -}}
+{{- $t := index $.Values.tls $name -}}
+{{- if $t.secretName }}
+- name: tls-{{ $name }}
+  secret:
+    secretName: {{ $t.secretName }}
+    defaultMode: 0440
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "prefstream.tlsMounts" -}}
+{{- range $name := list "kafka" "cassandra" -}}
+{{- if (index $.Values.tls $name).secretName }}
+- name: tls-{{ $name }}
+  mountPath: /etc/prefstream/tls/{{ $name }}
+  readOnly: true
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -195,8 +269,9 @@ Secret env of one component. Usage:
 include "prefstream.secretEnv" (dict "context" $ "component" "worker"|"api"|"migrate" ["chartSecret" NAME])
 chartSecret names the chart-managed Secret to read (the hook Jobs read a hook-scoped copy, since
 the release's own Secret does not exist yet at pre-install).
-The worker needs the model API key and the Cassandra credentials, the API the Cassandra
-credentials and its bearer token, `streamer migrate` the Cassandra credentials.
+The worker needs the model API key and the Kafka and Cassandra credentials, the API the Kafka
+and Cassandra credentials and its bearer tokens, `streamer topics ensure` the Kafka credentials,
+`streamer migrate` the Cassandra credentials.
 */}}
 {{- define "prefstream.secretEnv" -}}
 {{- $ctx := .context -}}
@@ -205,24 +280,21 @@ credentials and its bearer token, `streamer migrate` the Cassandra credentials.
 {{- if eq .component "worker" -}}
 {{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_MODEL__API_KEY" "existingKey" $keys.modelApiKey "value" $v.secrets.modelApiKey "chartSecret" .chartSecret) -}}
 {{- end -}}
+{{- if has .component (list "worker" "api" "topics") -}}
+{{- if $v.kafkaCredentialsSecret.name -}}
+{{- include "prefstream.credentialsSecretEnv" (dict "secret" $v.kafkaCredentialsSecret "prefix" "STREAMER_KAFKA__SASL_") -}}
+{{- else -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_KAFKA__SASL_PASSWORD" "existingKey" $keys.kafkaSaslPassword "value" $v.secrets.kafkaSaslPassword "chartSecret" .chartSecret) -}}
+{{- end -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_KAFKA__SSL_KEY_PASSWORD" "existingKey" $keys.kafkaSslKeyPassword "value" $v.secrets.kafkaSslKeyPassword "chartSecret" .chartSecret) -}}
+{{- end -}}
 {{- if has .component (list "worker" "api" "migrate") -}}
-{{- $cc := $v.cassandraCredentialsSecret -}}
-{{- if $cc.name }}
-{{- if $cc.usernameKey }}
-- name: STREAMER_CASSANDRA__USERNAME
-  valueFrom:
-    secretKeyRef:
-      name: {{ $cc.name }}
-      key: {{ $cc.usernameKey }}
-{{- end }}
-- name: STREAMER_CASSANDRA__PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ $cc.name }}
-      key: {{ $cc.passwordKey }}
+{{- if $v.cassandraCredentialsSecret.name -}}
+{{- include "prefstream.credentialsSecretEnv" (dict "secret" $v.cassandraCredentialsSecret "prefix" "STREAMER_CASSANDRA__") -}}
 {{- else -}}
 {{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_CASSANDRA__PASSWORD" "existingKey" $keys.cassandraPassword "value" $v.secrets.cassandraPassword "chartSecret" .chartSecret) -}}
 {{- end -}}
+{{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_CASSANDRA__SSL_KEY_PASSWORD" "existingKey" $keys.cassandraSslKeyPassword "value" $v.secrets.cassandraSslKeyPassword "chartSecret" .chartSecret) -}}
 {{- end -}}
 {{- if eq .component "api" -}}
 {{- include "prefstream.secretEnvEntry" (dict "context" $ctx "env" "STREAMER_API__TOKEN" "existingKey" $keys.apiToken "value" $v.secrets.apiToken "chartSecret" .chartSecret) -}}
@@ -312,11 +384,36 @@ reported at once (bitnami's validateValues aggregation).
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- if and .Values.existingSecret (or .Values.secrets.modelApiKey .Values.secrets.cassandraPassword .Values.secrets.apiToken .Values.secrets.apiReadTokens) -}}
+{{- if and .Values.existingSecret (include "prefstream.anySecretValue" .) -}}
 {{- $errors = append $errors "existingSecret is set and so are secrets.*: use one or the other (the chart-managed Secret is rendered only without existingSecret)." -}}
 {{- end -}}
 {{- if and .Values.cassandraCredentialsSecret.name (not .Values.cassandraCredentialsSecret.passwordKey) -}}
 {{- $errors = append $errors "cassandraCredentialsSecret.passwordKey is required when cassandraCredentialsSecret.name is set." -}}
+{{- end -}}
+{{- if and .Values.kafkaCredentialsSecret.name (not .Values.kafkaCredentialsSecret.passwordKey) -}}
+{{- $errors = append $errors "kafkaCredentialsSecret.passwordKey is required when kafkaCredentialsSecret.name is set." -}}
+{{- end -}}
+{{- $k := .Values.config.kafka -}}
+{{- $protocol := default "PLAINTEXT" $k.securityProtocol -}}
+{{- if hasPrefix "SASL_" $protocol -}}
+{{- if not (or $k.saslUsername .Values.kafkaCredentialsSecret.usernameKey) -}}
+{{- $errors = append $errors (printf "config.kafka.securityProtocol is %s: set config.kafka.saslUsername (or kafkaCredentialsSecret.name + usernameKey)." $protocol) -}}
+{{- end -}}
+{{- if not (or .Values.kafkaCredentialsSecret.name .Values.secrets.kafkaSaslPassword (and .Values.existingSecret .Values.existingSecretKeys.kafkaSaslPassword)) -}}
+{{- $errors = append $errors (printf "config.kafka.securityProtocol is %s: give the SASL password through kafkaCredentialsSecret, existingSecret + existingSecretKeys.kafkaSaslPassword, or secrets.kafkaSaslPassword." $protocol) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.tls.kafka.secretName (not (hasSuffix "SSL" $protocol)) -}}
+{{- $errors = append $errors (printf "tls.kafka.secretName is set but config.kafka.securityProtocol is %s: use SSL or SASL_SSL." $protocol) -}}
+{{- end -}}
+{{- if and .Values.tls.cassandra.secretName (not .Values.config.cassandra.sslEnabled) -}}
+{{- $errors = append $errors "tls.cassandra.secretName is set but config.cassandra.sslEnabled is not true." -}}
+{{- end -}}
+{{- range $name := list "kafka" "cassandra" -}}
+{{- $t := index $.Values.tls $name -}}
+{{- if ne (empty $t.certKey) (empty $t.keyKey) -}}
+{{- $errors = append $errors (printf "tls.%s: a client certificate needs both certKey and keyKey." $name) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.vllm.enabled (eq .Values.vllm.modelCache.type "pvc") .Values.vllm.modelCache.pvc.existingClaim (gt (int .Values.vllm.replicaCount) 1) (has "ReadWriteOnce" .Values.vllm.modelCache.pvc.accessModes) -}}
 {{- $errors = append $errors "vllm.replicaCount > 1 with one ReadWriteOnce model-cache claim: use a ReadWriteMany claim or vllm.modelCache.type=emptyDir." -}}

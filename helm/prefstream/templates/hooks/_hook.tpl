@@ -27,6 +27,7 @@ include "prefstream.hookJob" (dict "context" $ "component" "migrate" "args" (lis
 {{- $h := $ctx.Values.hooks -}}
 {{- $hookName := include "prefstream.componentName" (dict "context" $ctx "component" "hooks") -}}
 {{- $secretEnv := include "prefstream.secretEnv" (dict "context" $ctx "component" .component "chartSecret" $hookName) | trim -}}
+{{- $tlsEnv := include "prefstream.tlsEnv" $ctx | trim -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -64,9 +65,14 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ $hookName }}
-          {{- with $secretEnv }}
+          {{- if or $secretEnv $tlsEnv }}
           env:
+            {{- with $secretEnv }}
             {{- . | nindent 12 }}
+            {{- end }}
+            {{- with $tlsEnv }}
+            {{- . | nindent 12 }}
+            {{- end }}
           {{- end }}
           {{- with $h.resources }}
           resources:
@@ -76,8 +82,10 @@ spec:
             {{- toYaml $ctx.Values.containerSecurityContext | nindent 12 }}
           volumeMounts:
             {{- include "prefstream.scratchMounts" $ctx | nindent 12 }}
+            {{- include "prefstream.tlsMounts" $ctx | nindent 12 }}
       volumes:
         {{- include "prefstream.scratchVolumes" $ctx | nindent 8 }}
+        {{- include "prefstream.tlsVolumes" $ctx | nindent 8 }}
       {{- with $h.nodeSelector }}
       nodeSelector:
         {{- toYaml . | nindent 8 }}
