@@ -120,6 +120,7 @@ class Config:
     # secure mode: TLS + SASL/password authentication from a PKI directory (see `pki`)
     secure_dir: Path | None = None
     kafka_secure_port: int = 9094
+    kafka_mtls_port: int = 9095
 
     @classmethod
     def from_env(cls) -> "Config":
@@ -145,6 +146,7 @@ class Config:
             secure_dir=Path(e("PREFSTREAM_SECURE_DIR")).expanduser().resolve()
             if e("PREFSTREAM_SECURE_DIR") else None,
             kafka_secure_port=_env_int("PREFSTREAM_KAFKA_SECURE_PORT", 9094),
+            kafka_mtls_port=_env_int("PREFSTREAM_KAFKA_MTLS_PORT", 9095),
         )
 
     # per-server views ------------------------------------------------------------------------
@@ -153,6 +155,7 @@ class Config:
             ports = {"kafka": self.kafka_port, "controller": self.kafka_controller_port}
             if self.secure_dir:
                 ports["sasl_ssl"] = self.kafka_secure_port
+                ports["ssl_mtls"] = self.kafka_mtls_port
             return ports
         return {"native": self.cassandra_port, "storage": self.cassandra_storage_port,
                 "jmx": self.cassandra_jmx_port}
@@ -667,14 +670,17 @@ def _cassandra_prepare(cfg: Config, java: str) -> list[str]:
 # secure mode: a private CA, TLS listeners and authenticated users (PREFSTREAM_SECURE_DIR)
 # --------------------------------------------------------------------------------------------
 
-PKI_FILES = ("ca.pem", "server.p12", "server.password", "users.json")
+PKI_FILES = ("ca.pem", "server.p12", "server.password", "users.json", "client.pem",
+             "client.key", "client.password")
 CASSANDRA_SUPERUSER = ("cassandra", "cassandra")  # PasswordAuthenticator's default superuser
 
 
 def make_pki(directory: Path, users: tuple[str, ...] = ("prefstream",), days: int = 30) -> dict:
     """Write a fresh test PKI into ``directory``: ``ca.pem`` (a new CA), ``server.p12`` (a
     PKCS#12 keystore with a server key and a certificate for localhost / 127.0.0.1 signed by
-    that CA), ``server.password`` and ``users.json`` (each user with a random password).
+    that CA), ``server.password``, ``users.json`` (each user with a random password) and a
+    client certificate for mutual TLS (``client.pem``; ``client.key`` encrypted with
+    ``client.password``).
     Needs the ``cryptography`` package (the dev extra).  Returns :func:`load_pki`."""
     import datetime
     import ipaddress
@@ -716,6 +722,17 @@ def make_pki(directory: Path, users: tuple[str, ...] = ("prefstream",), days: in
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, users[0])]))
+              .issuer_name(ca_name).public_key(client_key.public_key())
+              .serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(minutes=5))
+              .not_valid_after(now + datetime.timedelta(days=days))
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
+                             critical=False)
+              .sign(ca_key, hashes.SHA256()))
+    client_password = secrets.token_urlsafe(12)
     password = secrets.token_urlsafe(18)
     keystore = pkcs12.serialize_key_and_certificates(
         b"server", key, cert, [ca], serialization.BestAvailableEncryption(password.encode()))
@@ -723,6 +740,11 @@ def make_pki(directory: Path, users: tuple[str, ...] = ("prefstream",), days: in
     (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (directory / "server.p12").write_bytes(keystore)
     (directory / "server.password").write_text(password + "\n")
+    (directory / "client.pem").write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    (directory / "client.key").write_bytes(client_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(client_password.encode())))
+    (directory / "client.password").write_text(client_password + "\n")
     (directory / "users.json").write_text(json.dumps(
         {u: secrets.token_urlsafe(12) for u in users}, indent=2) + "\n")
     for f in PKI_FILES:
@@ -740,6 +762,8 @@ def load_pki(directory: Path) -> dict:
         raise InfraError(f"secure mode: {directory} lacks {', '.join(missing)}: delete the "
                          "directory to get a new PKI, or run `infra.py pki --dir DIR`")
     return {"dir": directory, "ca": directory / "ca.pem", "keystore": directory / "server.p12",
+            "client_cert": directory / "client.pem", "client_key": directory / "client.key",
+            "client_password": (directory / "client.password").read_text().strip(),
             "password": (directory / "server.password").read_text().strip(),
             "users": json.loads((directory / "users.json").read_text())}
 
@@ -747,16 +771,19 @@ def load_pki(directory: Path) -> dict:
 def _kafka_secure_properties(cfg: Config, pki: dict) -> str:
     """A SASL_SSL listener beside the PLAINTEXT one (which stays the inter-broker listener):
     TLS with the PKI's keystore; PLAIN and SCRAM-SHA-256/512 for the PKI's users (the SCRAM
-    credentials are written into the metadata log when the storage is formatted)."""
+    credentials are written into the metadata log when the storage is formatted).  And an SSL
+    listener that requires a client certificate signed by the PKI's CA (mutual TLS)."""
     plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in pki["users"].items())
     login = "org.apache.kafka.common.security"
     plaintext = f"PLAINTEXT://127.0.0.1:{cfg.kafka_port}"
     sasl_ssl = f"SASL_SSL://127.0.0.1:{cfg.kafka_secure_port}"
+    mtls = f"SSL://127.0.0.1:{cfg.kafka_mtls_port}"
+    controller = f"CONTROLLER://127.0.0.1:{cfg.kafka_controller_port}"
     props = {
-        "listeners": f"{plaintext},CONTROLLER://127.0.0.1:{cfg.kafka_controller_port},{sasl_ssl}",
-        "advertised.listeners": f"{plaintext},{sasl_ssl}",
+        "listeners": f"{plaintext},{controller},{sasl_ssl},{mtls}",
+        "advertised.listeners": f"{plaintext},{sasl_ssl},{mtls}",
         "listener.security.protocol.map":
-            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL",
         "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "listener.name.sasl_ssl.plain.sasl.jaas.config":
             f"{login}.plain.PlainLoginModule required {plain_users};",
@@ -769,6 +796,9 @@ def _kafka_secure_properties(cfg: Config, pki: dict) -> str:
         "ssl.keystore.password": pki["password"],
         "ssl.key.password": pki["password"],
         "ssl.client.auth": "none",
+        "listener.name.ssl.ssl.client.auth": "required",
+        "listener.name.ssl.ssl.truststore.type": "PEM",
+        "listener.name.ssl.ssl.truststore.location": str(pki["ca"]),
     }
     lines = [f"# --- secure mode (PREFSTREAM_SECURE_DIR={pki['dir']}): later keys win"]
     return "\n" + "\n".join([*lines, *(f"{k}={v}" for k, v in props.items())]) + "\n"

@@ -29,6 +29,7 @@ from streamer.adapters.kafka.admin import ensure_topics
 from streamer.adapters.kafka.catalog import CatalogFollower
 from streamer.adapters.kafka.producer import KafkaSender
 from streamer.adapters.kafka.topic_reader import read_topic
+from streamer.adapters.security import kafka_client_kwargs
 from streamer.errors import BrokerUnavailableError, ConfigurationError, StoreUnavailableError
 from streamer.settings import CassandraSettings, KafkaSettings
 from tests.e2e.harness import INFRA_PORT_VARS, PrivateInfra, pick_free_ports, spawn
@@ -44,6 +45,7 @@ class Secure:
     infra: PrivateInfra
     pki: Path
     kafka_port: int  # the SASL_SSL listener
+    mtls_port: int  # the SSL listener that requires a client certificate
     user: str
     password: str
 
@@ -84,12 +86,13 @@ class Secure:
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory) -> Iterator[Secure]:
     base = tmp_path_factory.mktemp("secure-infra")
-    *ports, kafka_secure = pick_free_ports(len(INFRA_PORT_VARS) + 1)
+    *ports, kafka_secure, kafka_mtls = pick_free_ports(len(INFRA_PORT_VARS) + 2)
     infra = PrivateInfra(base / "run", dict(zip(INFRA_PORT_VARS, ports, strict=True)))
     infra.durable_schema = False  # no crash in this module; fast schema changes
     pki = base / "pki"
     infra.extra_env = {"PREFSTREAM_SECURE_DIR": str(pki),
-                       "PREFSTREAM_KAFKA_SECURE_PORT": str(kafka_secure)}
+                       "PREFSTREAM_KAFKA_SECURE_PORT": str(kafka_secure),
+                       "PREFSTREAM_KAFKA_MTLS_PORT": str(kafka_mtls)}
     infra.run("pki", extra=["--dir", str(pki)])  # a new CA, made now
     try:
         infra.up()
@@ -101,7 +104,7 @@ def secure(tmp_path_factory) -> Iterator[Secure]:
     users = json.loads((pki / "users.json").read_text())
     user, password = next(iter(users.items()))
     try:
-        yield Secure(infra, pki, kafka_secure, user, password)
+        yield Secure(infra, pki, kafka_secure, kafka_mtls, user, password)
     finally:
         infra.clean()
 
@@ -147,6 +150,32 @@ async def test_catalog_view_over_sasl_ssl(secure, unique):
     finally:
         await follower.stop()
         await task
+
+
+async def test_kafka_mutual_tls_with_an_encrypted_client_key(secure, unique):
+    """security_protocol=SSL with a client certificate (its key encrypted: SSL_KEY_PASSWORD)
+    on a listener that requires one; without the certificate the broker refuses."""
+    pki = secure.pki
+    mtls = dict(bootstrap_servers=f"127.0.0.1:{secure.mtls_port}", security_protocol="SSL",
+                sasl_username=None, sasl_password=None, input_topic=f"mtls-{unique}.in",
+                output_topic=f"mtls-{unique}.out", dead_letter_topic=f"mtls-{unique}.dlq",
+                failures_topic=f"mtls-{unique}.fail")
+    kafka = secure.kafka(**mtls, ssl_certfile=str(pki / "client.pem"),
+                         ssl_keyfile=str(pki / "client.key"), ssl_key_password=SecretStr(
+                             (pki / "client.password").read_text().strip()))
+    assert await ensure_topics(kafka) == []
+    sender = KafkaSender(kafka)
+    try:
+        await sender.send(kafka.output_topic, b"u", b"mtls", [])
+    finally:
+        await sender.aclose()
+    assert [v async for _, v, _ in read_topic(kafka, kafka.output_topic)] == [b"mtls"]
+    with pytest.raises(BrokerUnavailableError):
+        await ensure_topics(secure.kafka(**mtls), timeout_ms=10_000)
+    with pytest.raises(ConfigurationError, match="STREAMER_KAFKA__SSL_KEY_PASSWORD"):
+        kafka_client_kwargs(secure.kafka(**mtls, ssl_certfile=str(pki / "client.pem"),
+                                         ssl_keyfile=str(pki / "client.key"),
+                                         ssl_key_password=SecretStr("wrong")))
 
 
 async def test_kafka_refuses_bad_credentials_and_unknown_ca(secure, unique):
