@@ -356,7 +356,7 @@ class CassandraProfileStore:
     async def append(self, record: SummaryRecord,
                      digests: Mapping[str, str] | None = None) -> None:
         """Claim ``record.version`` (one Paxos round), then index its events and move the
-        current row (plain writes, one unlogged batch on the user's partition key).  The caller
+        current row (two plain writes in parallel).  The caller
         passes the version it read as ``record.previous_version``: no re-read here.  A version
         that exists already (another writer, or a stale owner) raises VersionConflictError."""
         if record.version != (record.previous_version or 0) + 1:
@@ -366,15 +366,20 @@ class CassandraProfileStore:
         rows = await _execute(self._session, self._claim, values)
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
-        # one request: the current row and the dedupe index share the partition key (user_id)
+        # two plain writes in parallel, both awaited (idempotent: a retry rewrites the same
+        # cells): the current row, and the dedupe index as one unlogged batch on the user's
+        # partition.  In parallel rather than in one batch: measured 0.83-0.88 of a bare
+        # INSERT IF NOT EXISTS against 0.77-0.81 as one batch (bench `store`)
         digests = digests or {}
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED,
-                               consistency_level=ConsistencyLevel.LOCAL_QUORUM)
-        batch.add(self._advance, (*values, _write_ts(record)))
-        for event_id in record.event_ids:
-            batch.add(self._mark_applied,
-                      (record.user_id, event_id, record.version, digests.get(event_id)))
-        await _execute(self._session, batch)
+        writes = [_execute(self._session, self._advance, (*values, _write_ts(record)))]
+        if record.event_ids:
+            batch = BatchStatement(batch_type=BatchType.UNLOGGED,
+                                   consistency_level=ConsistencyLevel.LOCAL_QUORUM)
+            for event_id in record.event_ids:
+                batch.add(self._mark_applied,
+                          (record.user_id, event_id, record.version, digests.get(event_id)))
+            writes.append(_execute(self._session, batch))
+        await asyncio.gather(*writes)
 
     async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int,
                            digests: Mapping[str, str] | None = None) -> None:
