@@ -57,12 +57,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
-from schemas import INTERACTION_ADAPTER, Interaction
+from schemas import Interaction
 
 from ..errors import ConfigurationError, InvalidEventError
-from .codec import parse_document
+from .codec import decode_interaction, parse_document
 
 __all__ = ["Mapping", "MappingRule", "parse_mapping"]
 
@@ -377,26 +375,35 @@ class Mapping:
                                     f"{exc}") from exc
         return {"type": rule.emit, "schema_version": 1, **out}
 
-    def event(self, doc: Any) -> Interaction:
-        """:meth:`convert`, validated as our contract (``mapping_invalid_output`` if not)."""
-        converted = self.convert(doc)
-        try:
-            return INTERACTION_ADAPTER.validate_python(converted)
-        except ValidationError as exc:
-            first = "; ".join(f"{'.'.join(map(str, e['loc'][1:])) or 'event'}: {e['msg']}"
-                              for e in exc.errors(include_url=False, include_input=False)[:3])
-            rule = self.rule_for(doc)
-            raise InvalidEventError(
-                "mapping_invalid_output", f"mapping {self.name!r}, rule "
-                f"{rule.name if rule else '?'!r}: the converted event is invalid: {first}"
-            ) from exc
-
     def apply(self, value: bytes | None, *, max_bytes: int = 1_048_576) -> bytes:
-        """The worker's step before validation: source record bytes -> our event's JSON (the
-        same size, encoding and nesting checks as our own events first)."""
+        """Source record bytes -> our event's JSON (the same size, encoding and nesting checks
+        as our own events first)."""
         doc = parse_document(value, max_bytes=max_bytes)
         return json.dumps(self.convert(doc), ensure_ascii=False,
                           separators=(",", ":")).encode()
+
+    def decode(self, key: bytes | None, value: bytes | None, *,
+               max_bytes: int = 1_048_576, **checks: Any) -> tuple[bytes, Interaction]:
+        """The worker's step: :meth:`apply`, then our decoder (``decode_interaction`` with
+        ``checks``); returns the converted bytes and the event.  A converted event that our
+        contract refuses is ``mapping_invalid_output`` naming the rule (the mapping, not the
+        producer, must change); the other codes stay what they are for our own events."""
+        converted = self.apply(value, max_bytes=max_bytes)
+        try:
+            return converted, decode_interaction(key, converted, max_bytes=max_bytes, **checks)
+        except InvalidEventError as exc:
+            if exc.code not in _CONTRACT_CODES:
+                raise
+            rule = self.rule_for(parse_document(value, max_bytes=max_bytes))
+            raise InvalidEventError(
+                "mapping_invalid_output", f"mapping {self.name!r}, rule "
+                f"{rule.name if rule else '?'!r}: the converted event is invalid: {exc}"
+            ) from exc
+
+
+# decode_interaction's codes for a document that is not a valid event of our contract
+_CONTRACT_CODES = frozenset({"validation_error", "missing_user_id", "unknown_type",
+                             "unsupported_schema_version"})
 
 
 def parse_mapping(doc: Any, *, source: str = "mapping") -> Mapping:

@@ -915,7 +915,6 @@ def mapping_check(mapping_file: Path, sample: Path, as_json: bool) -> None:
     from collections import Counter
 
     from ..app import load_mapping
-    from ..domain.codec import decode_interaction
 
     m = load_mapping(str(mapping_file))
     failed: Counter[str] = Counter()
@@ -926,7 +925,7 @@ def mapping_check(mapping_file: Path, sample: Path, as_json: bool) -> None:
                 continue
             total += 1
             try:
-                event = decode_interaction(None, m.apply(line.encode()))
+                _, event = m.decode(None, line.encode())
             except InvalidEventError as exc:
                 failed[exc.code] += 1
                 out = {"line": n, "ok": False, "error_type": exc.code, "reason": str(exc)}

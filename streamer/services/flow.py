@@ -130,6 +130,9 @@ class UpdateFlow:
             log.info("first records consumed %.1fs after start: %d records, first %s[%d]@%d",
                      time.monotonic() - self._started, len(records), records[0].topic,
                      records[0].partition, records[0].offset)
+        checks: dict[str, Any] = dict(
+            max_bytes=self.max_message_bytes, now=now_dt, max_age_s=self.max_event_age_s,
+            max_skew_s=self.max_clock_skew_s, require_key=self.require_key)
         entries: dict[tuple[str, str, str], PendingEntry] = {}
         for m in records:
             self.stats.consumed += 1
@@ -145,11 +148,9 @@ class UpdateFlow:
                         "applied already and its id forgotten, so applying it could count it "
                         "twice; re-apply old data with `streamer backfill`")
                 if self.mapping is not None:  # e.g. a Segment track call -> our event
-                    value = self.mapping.apply(value, max_bytes=self.max_message_bytes)
-                event = decode_interaction(
-                    m.key, value, max_bytes=self.max_message_bytes, now=now_dt,
-                    max_age_s=self.max_event_age_s, max_skew_s=self.max_clock_skew_s,
-                    require_key=self.require_key)
+                    value, event = self.mapping.decode(m.key, value, **checks)
+                else:
+                    event = decode_interaction(m.key, value, **checks)
             except Exception as exc:  # noqa: BLE001 - the one policy decides
                 decision = decide(exc, scope=Scope.RECORD)
                 if not isinstance(decision, DeadLetter):

@@ -138,10 +138,17 @@ def test_conditions_pick_the_first_rule_that_holds():
 
 def test_an_event_the_contract_refuses_names_the_rule_and_the_field():
     m = mapping({**BASE, "rating": {"path": "r", "as": "float"}}, emit="interaction.rating")
+    source = json.dumps({"id": "e", "u": "x", "t": 0, "p": "i", "r": -1}).encode()
     with pytest.raises(InvalidEventError) as err:
-        m.event({"id": "e", "u": "x", "t": 0, "p": "i", "r": -1})
+        m.decode(b"x", source)
     assert err.value.code == "mapping_invalid_output"
     assert "rule 'r'" in str(err.value) and "rating" in str(err.value)
+    # a problem that is not the mapping's keeps its own code
+    with pytest.raises(InvalidEventError) as err:
+        m.decode(None, source.replace(b'"r": -1', b'"r": 4'), require_key=True)
+    assert err.value.code == "missing_key"
+    value, event = m.decode(b"x", source.replace(b'"r": -1', b'"r": 4'))
+    assert event.rating == 4 and json.loads(value)["type"] == "interaction.rating"
 
 
 @pytest.mark.parametrize("value, code", [

@@ -101,12 +101,15 @@ async def test_a_mapping_converts_records_before_validation_and_dead_letters_wit
     f = build_flow(settings, store=InMemoryProfileStore(), model=ScriptedSummaryModel([]),
                    publisher=CollectingPublisher(), buffer=MemoryPendingBuffer(),
                    dead_letters=dlq)
+    # a review the mapping converts but our contract refuses (a negative rating)
+    negative = lines.splitlines()[3].replace(b'"rating":5', b'"rating":-1')
     recs = []
-    for n, line in enumerate(lines.splitlines()):
+    for n, line in enumerate([*lines.splitlines(), negative]):
         doc = _json.loads(line)
         recs.append(Rec(line, (doc.get("userId") or "none").encode(), None, offset=n))
     await f.intake(recs)
-    assert dlq.codes == ["mapping_missing_field", "mapping_no_rule", "mapping_bad_value"]
+    assert dlq.codes == ["mapping_missing_field", "mapping_no_rule", "mapping_bad_value",
+                         "mapping_invalid_output"]
     assert f.stats.buffered == 5 and f.positions[("in", 0)] == len(recs)
     entries = await f.buffer.read("user-42", 100)
     assert sorted(e.event_id for e in entries) == ["seg-msg-1", "seg-msg-2", "seg-msg-3",
