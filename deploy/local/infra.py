@@ -699,39 +699,35 @@ def make_pki(directory: Path, users: tuple[str, ...] = ("prefstream",), days: in
     now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "prefstream test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(minutes=5))
-          .not_valid_after(now + datetime.timedelta(days=days))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
+
+    def issue(subject: "x509.Name", key, *extensions: tuple) -> "x509.Certificate":
+        """A certificate for ``key`` signed by the CA, valid from 5 minutes ago for ``days``."""
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(ca_name)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=days)))
+        for extension, critical in extensions:
+            builder = builder.add_extension(extension, critical=critical)
+        return builder.sign(ca_key, hashes.SHA256())
+
+    def usage(purpose) -> tuple:
+        return x509.ExtendedKeyUsage([purpose]), False
+
+    ca = issue(ca_name, ca_key,
+               (x509.BasicConstraints(ca=True, path_length=0), True),
+               (x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                              content_commitment=False, key_encipherment=False,
+                              data_encipherment=False, key_agreement=False,
+                              encipher_only=False, decipher_only=False), True))
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca_name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    cert = issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]), key,
+                 (x509.SubjectAlternativeName([
+                     x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                  False),
+                 usage(x509.oid.ExtendedKeyUsageOID.SERVER_AUTH))
     client_key = ec.generate_private_key(ec.SECP256R1())
-    client = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, users[0])]))
-              .issuer_name(ca_name).public_key(client_key.public_key())
-              .serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(minutes=5))
-              .not_valid_after(now + datetime.timedelta(days=days))
-              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]),
-                             critical=False)
-              .sign(ca_key, hashes.SHA256()))
+    client = issue(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, users[0])]), client_key,
+                   usage(x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH))
     client_password = secrets.token_urlsafe(12)
     password = secrets.token_urlsafe(18)
     keystore = pkcs12.serialize_key_and_certificates(

@@ -74,17 +74,12 @@ def faust_credentials(kafka: KafkaSettings) -> Any:
         return None
     if protocol == "SSL":
         return SSLCredentials(tls_context(kafka, "STREAMER_KAFKA__"))
+    # faust's SASL protocol follows the context: SASL_SSL with one, SASL_PLAINTEXT without
     kwargs = kafka_client_kwargs(kafka)
-    credentials = SASLCredentials(username=kwargs["sasl_plain_username"],
-                                  password=kwargs["sasl_plain_password"],
-                                  mechanism=kwargs["sasl_mechanism"],
-                                  ssl_context=kwargs.get("ssl_context"))
-    if protocol == "SASL_PLAINTEXT":
-        # faust picks SASL_SSL only when given a context; make the choice explicit
-        from faust.types.auth import AuthProtocol
-
-        credentials.protocol = AuthProtocol.SASL_PLAINTEXT
-    return credentials
+    return SASLCredentials(username=kwargs["sasl_plain_username"],
+                           password=kwargs["sasl_plain_password"],
+                           mechanism=kwargs["sasl_mechanism"],
+                           ssl_context=kwargs.get("ssl_context"))
 
 
 def kafka_unreachable(kafka: KafkaSettings, exc: BaseException) -> str:

@@ -97,7 +97,8 @@ def secure(tmp_path_factory) -> Iterator[Secure]:
     try:
         infra.up()
     except RuntimeError as exc:
-        infra.run("clean", "all", timeout_s=120) if infra.run_dir.exists() else None
+        if infra.run_dir.exists():
+            infra.run("clean", "all", timeout_s=120)
         pytest.fail(f"the secure Kafka + Cassandra did not start: {exc}\n"
                     "Needs Java 17 and the server jars (`make test` does all set-up; by hand: "
                     "`.venv/bin/python deploy/local/infra.py fetch`).")

@@ -95,15 +95,11 @@ def connect(settings: CassandraSettings) -> tuple[Cluster, Session]:
         if refusal:
             raise ConfigurationError(refusal) from exc
         hosts = ",".join(settings.hosts)
-        if settings.ssl_enabled or settings.username:
-            raise StoreUnavailableError(
-                f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); is it running, and "
-                "does it expect the STREAMER_CASSANDRA__SSL_* / USERNAME settings given?"
-            ) from exc
+        hint = ("is it running, and does it expect the STREAMER_CASSANDRA__SSL_* / USERNAME "
+                "settings given?" if settings.ssl_enabled or settings.username
+                else "is it running? Locally: `make up`")
         raise StoreUnavailableError(
-            f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); is it running? "
-            "Locally: `make up`"
-        ) from exc
+            f"cannot reach Cassandra at {hosts}:{settings.port} ({exc}); {hint}") from exc
     return cluster, session
 
 
