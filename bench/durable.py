@@ -33,6 +33,7 @@ from tqdm import tqdm
 from .common import (
     BOOTSTRAP,
     CASSANDRA_PORT,
+    HTTP,
     encode,
     ensure_topics,
     events,
@@ -61,7 +62,7 @@ def rss_kb(pid: int) -> int | None:
 
 def _stats(port: int) -> dict | None:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}/stats", timeout=2).json()
+        return HTTP.get(f"http://127.0.0.1:{port}/stats", timeout=2).json()
     except (httpx.HTTPError, ValueError):
         return None
 

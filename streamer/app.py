@@ -320,6 +320,7 @@ def build_flow(
         dedupe_horizon_s=settings.cassandra.dedupe_ttl_s,
         clock=clock,
         pipeline=pipeline,
+        max_queued_rows=4 * settings.kafka.intake_batch,
         telemetry=telemetry,
         mapping=load_mapping(settings.mapping.file) if settings.mapping.file else None,
     )

@@ -81,6 +81,7 @@ class UpdateFlow:
         clock: Callable[[], float] = time.time,
         retry: RetryPolicy = INTAKE_RETRY,
         pipeline: bool = False,
+        max_queued_rows: int = 2000,
         telemetry: Telemetry | None = None,
         mapping: Mapping | None = None,
     ) -> None:
@@ -107,8 +108,15 @@ class UpdateFlow:
         self.closing = False
         self._started = time.monotonic()
         self._first_batch = True
-        self.pipeline = pipeline  # write one batch while the next is decoded (the worker)
-        self._writing: asyncio.Task[None] | None = None
+        # pipelined intake (the worker): batches decoded while a buffer write is in flight queue
+        # up, and the next write takes all of them (group commit), so the write size follows the
+        # buffer's latency; intake waits only when more than ``max_queued_rows`` are queued
+        self.pipeline = pipeline
+        self.max_queued_rows = max_queued_rows
+        self._queue: list[tuple[list[PendingEntry], dict[tuple[str, int], int]]] = []
+        self._queued_rows = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._picked = asyncio.Event()  # the writer took the queue (or stopped)
         t = self.telemetry
         t.observe_value("streamer_pool_in_flight", lambda: scheduler.busy)
         t.observe_value("streamer_pool_saturated", lambda: 1 if scheduler.saturated else 0)
@@ -172,40 +180,76 @@ class UpdateFlow:
             ends[key] = max(ends.get(key, -1), m.offset + 1)
         rows = list(entries.values())
         if not self.pipeline:
-            await self._settle(rows, now, ends)
+            await self._settle(rows, ends)
             return
-        # one batch is written while the next one is fetched and decoded; positions (what the
-        # consumer commits) move only when a batch and every batch before it are buffered
-        await self.flush_intake()
-        self._writing = asyncio.create_task(self._settle(rows, now, ends))
+        await self._enqueue(rows, ends)
+
+    async def _enqueue(self, rows: list[PendingEntry], ends: dict[tuple[str, int], int]) -> None:
+        """Queue a decoded batch behind the write in flight (pipelined intake)."""
+        while True:
+            self._writer_failure()
+            if self._queued_rows < self.max_queued_rows:
+                break
+            self._picked.clear()
+            await self._picked.wait()  # backpressure: the buffer is slower than the input
+        self._queue.append((rows, ends))
+        self._queued_rows += len(rows)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+
+    async def _write_queued(self) -> None:
+        """Write everything queued, one group at a time, in arrival order: positions (what the
+        consumer commits) move only when a batch and every batch before it are buffered."""
+        try:
+            while self._queue:
+                batches, self._queue, self._queued_rows = self._queue, [], 0
+                self._picked.set()
+                group: dict[tuple[str, str, str], PendingEntry] = {}
+                ends: dict[tuple[str, int], int] = {}
+                for rows, batch_ends in batches:
+                    group.update(((e.user_id, e.event_id, e.digest), e) for e in rows)
+                    for key, end in batch_ends.items():
+                        ends[key] = max(ends.get(key, -1), end)
+                await self._settle(list(group.values()), ends)
+        finally:
+            self._picked.set()
+
+    def _writer_failure(self) -> None:
+        """Raise what stopped the pipelined writer (its batches were not buffered, so their
+        offsets were not committed either)."""
+        if self._writer is not None and self._writer.done():
+            self._writer.result()
 
     async def flush_intake(self) -> None:
-        """Wait until the batch being written (pipelined intake) is buffered."""
-        if self._writing is not None:
-            await self._writing
+        """Wait until every queued batch (pipelined intake) is buffered."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+        self._writer_failure()
 
-    async def _settle(self, rows: list[PendingEntry], now: float,
-                      ends: dict[tuple[str, int], int]) -> None:
+    async def _settle(self, rows: list[PendingEntry], ends: dict[tuple[str, int], int]) -> None:
         if rows:
-            await self._buffer(rows, now)
+            await self._buffer(rows)
         for key, end in ends.items():
             if self.owns(key[1]) and end > self.positions.get(key, -1):
                 self.positions[key] = end
 
-    async def _buffer(self, rows: list[PendingEntry], now: float) -> None:
+    async def _buffer(self, rows: list[PendingEntry]) -> None:
         # records of a partition revoked meanwhile are still written (idempotent: the new owner
         # reads them again, as they are not committed here), but not scheduled by this worker
-        new_users = {e.user_id: PendingUser(e.user_id, e.partition, now)
-                     for e in rows if e.user_id not in self.index and self.owns(e.partition)}
+        new_users: dict[str, PendingUser] = {}
+        for e in rows:
+            if e.user_id not in self.index and e.user_id not in new_users \
+                    and self.owns(e.partition):
+                new_users[e.user_id] = PendingUser(e.user_id, e.partition, e.buffered_at)
         await self._write(rows, list(new_users.values()))
         late: list[PendingUser] = []
         for e in rows:
             if not self.owns(e.partition):
                 continue
-            if self.index.add(e.user_id, e.partition, tokens=e.tokens, now=now) \
+            if self.index.add(e.user_id, e.partition, tokens=e.tokens, now=e.buffered_at) \
                     and e.user_id not in new_users:
                 # settled and forgotten while the batch was being written: record it again
-                late.append(PendingUser(e.user_id, e.partition, now))
+                late.append(PendingUser(e.user_id, e.partition, e.buffered_at))
         if late:
             await self._write([], late)
         self.stats.buffered += len(rows)

@@ -275,26 +275,75 @@ async def test_drain_waits_for_in_flight_and_keeps_the_rest_buffered():
     assert await s.scheduler.tick() == 0  # closing: nothing new starts
 
 
-async def test_pipelined_intake_moves_positions_only_after_the_batch_is_buffered():
-    s = Stack()
-    s.flow.pipeline = True
-    gate = asyncio.Event()
+def _gated_buffer(s: Stack) -> tuple[asyncio.Event, list[int]]:
+    """Hold every pending-buffer write until the gate opens; record each write's row count."""
+    gate, sizes = asyncio.Event(), []
     real_add = s.buffer.add
 
-    async def slow_add(*a, **kw):
+    async def slow_add(rows, users, **kw):
+        sizes.append(len(rows))
         await gate.wait()
-        return await real_add(*a, **kw)
+        return await real_add(rows, users, **kw)
 
     s.buffer.add = slow_add
+    return gate, sizes
+
+
+async def test_pipelined_intake_moves_positions_only_after_the_batch_is_buffered():
+    s = Stack(max_events=100)
+    s.flow.pipeline = True
+    gate, sizes = _gated_buffer(s)
     await s.send(ev("u1", 1), ev("u1", 2))  # returns while the batch is being written
-    assert s.flow.positions == {} and s.buffer.pending_count() == 0
-    second = asyncio.create_task(s.send(ev("u2", 1)))  # waits for the first write
     await asyncio.sleep(0.01)
-    assert not second.done()
+    await s.send(ev("u2", 1))  # queued behind the write in flight
+    await s.send(ev("u3", 1), ev("u1", 3))
+    await asyncio.sleep(0.01)
+    assert s.flow.positions == {} and s.buffer.pending_count() == 0
     gate.set()
-    await second
     await s.flow.flush_intake()
-    assert s.flow.positions == {("in", 0): 3} and s.buffer.pending_count() == 3
+    # the two queued batches were written together, once the first write had landed
+    assert sizes == [2, 3]
+    assert s.flow.positions == {("in", 0): 5} and s.buffer.pending_count() == 5
+    assert s.index.pending_events() == 5 and len(s.index) == 3
+
+
+async def test_pipelined_intake_waits_when_too_much_is_queued():
+    s = Stack(max_events=100)
+    s.flow.pipeline, s.flow.max_queued_rows = True, 2
+    gate, sizes = _gated_buffer(s)
+    await s.send(ev("u1", 1))
+    await asyncio.sleep(0.01)  # in flight
+    await s.send(ev("u2", 1), ev("u2", 2))  # queued: the queue is full
+    third = asyncio.create_task(s.send(ev("u3", 1)))
+    await asyncio.sleep(0.01)
+    assert not third.done()  # backpressure: waits for the writer to take the queue
+    gate.set()
+    await third
+    await s.flow.flush_intake()
+    assert sizes == [1, 2, 1] and s.flow.positions == {("in", 0): 4}
+
+
+async def test_a_failed_pipelined_write_stops_intake_and_commits_nothing_after_it():
+    s = Stack(max_events=100)
+    s.flow.pipeline, s.flow.closing = True, True  # closing: a failed write is not retried
+    written = []
+
+    async def add(rows, users, **kw):
+        written.append(len(rows))
+        if len(written) == 2:
+            raise RuntimeError("buffer write refused")
+        await asyncio.sleep(0)
+
+    s.buffer.add = add
+    await s.send(ev("u1", 1))
+    await s.flow.flush_intake()
+    assert s.flow.positions == {("in", 0): 1}
+    await s.send(ev("u2", 1))
+    with pytest.raises(RuntimeError, match="refused"):
+        await s.flow.flush_intake()
+    with pytest.raises(RuntimeError, match="refused"):
+        await s.send(ev("u3", 1))  # the agent stops the worker
+    assert s.flow.positions == {("in", 0): 1}  # re-read from here on restart
 
 
 async def test_recovered_user_keeps_events_that_arrive_during_its_update():
