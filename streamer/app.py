@@ -29,6 +29,7 @@ import faust
 
 from .adapters.kafka.catalog import CatalogFollower
 from .adapters.kafka.consumer import BufferedPositionConsumer
+from .adapters.kafka.monitor import QuietMonitor
 from .adapters.kafka.producer import FaustSender, IdempotentProducer, KafkaSender
 from .adapters.kafka.publish import DeadLetterPublisher, KafkaChangePublisher
 from .adapters.security import faust_credentials
@@ -363,6 +364,7 @@ def faust_app(settings: Settings) -> faust.App:
         broker_commit_every=2**31 - 1,  # commit on the interval only
         broker_commit_interval=kafka.commit_interval_s,
         logging_config=None,
+        monitor=QuietMonitor(),
     )
     app.transport.Consumer = BufferedPositionConsumer
     app.transport.Producer = IdempotentProducer
