@@ -105,10 +105,10 @@ class BufferedPositionConsumer(AIOKafkaFaustConsumer):
         return WaitResults([], [], True)
 
     async def on_stop(self) -> None:
-        await self.on_stop_waiters()
+        self.cancel_flow_waiters()
         await super().on_stop()
 
-    async def on_stop_waiters(self) -> None:
+    def cancel_flow_waiters(self) -> None:
         """Cancel the long-lived suspend/stop/crash waiters of :meth:`wait_first`."""
         for w in self._flow_waiters:
             w.cancel()

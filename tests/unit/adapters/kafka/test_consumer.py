@@ -84,7 +84,7 @@ async def test_a_delivery_that_does_not_block_needs_no_task():
     assert len(asyncio.all_tasks()) == tasks + 3  # only the long-lived suspend/stop/crash waiters
     await c.wait_first(deliver("m2"), c.suspend_flow.wait())
     assert len(asyncio.all_tasks()) == tasks + 3 and seen == ["m1", "m2"]
-    await c.on_stop_waiters()
+    c.cancel_flow_waiters()
 
 
 async def test_a_blocked_delivery_finishes_when_the_stream_makes_room():
@@ -102,7 +102,7 @@ async def test_a_blocked_delivery_finishes_when_the_stream_makes_room():
     assert await queue.get() == "m0"
     result = await pending
     assert (result.results, result.stopped) == (["m1"], False) and queue.get_nowait() == "m1"
-    await c.on_stop_waiters()
+    c.cancel_flow_waiters()
 
 
 async def test_a_blocked_delivery_is_cancelled_when_the_flow_is_suspended():
@@ -129,7 +129,7 @@ async def test_a_blocked_delivery_is_cancelled_when_the_flow_is_suspended():
     c.suspend_flow.clear()
     result = await c.wait_first(queue.put("m2"), c.suspend_flow.wait())
     assert not result.stopped and queue.get_nowait() == "m2"
-    await c.on_stop_waiters()
+    c.cancel_flow_waiters()
 
 
 async def test_nothing_is_delivered_while_suspended_or_stopped():
@@ -161,7 +161,7 @@ async def test_a_failing_delivery_raises_as_with_mode():
         await c.wait_first(at_once("m"), c.suspend_flow.wait())
     with pytest.raises(ValueError, match="later"):
         await c.wait_first(later("m"), c.suspend_flow.wait())
-    await c.on_stop_waiters()
+    c.cancel_flow_waiters()
 
 
 def test_faust_still_delivers_records_the_way_the_fast_path_expects():
