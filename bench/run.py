@@ -24,7 +24,7 @@ from .report import write_plots, write_summary
 PHASES = ("ingest", "store", "long", "overload", "users", "pool", "fresh", "routing", "catalog")
 
 SIZES = {
-    "quick": {"ingest_events": 5000, "store_users": 32, "store_versions": 5, "store_rounds": 1,
+    "quick": {"ingest_events": 5000, "store_users": 32, "store_versions": 5, "store_rounds": 2,
               "long_users": 5000, "long_trickle_s": 10, "long_rate": 200,
               "overload_s": 20, "overload_warm_s": 5, "users": 50_000,
               "pool_users": 1000, "pool_per_user": 10, "pool_rate": 150, "pool_s": 30,
@@ -34,7 +34,7 @@ SIZES = {
               "catalog_view_items": 20_000, "catalog_lookups": 200_000,
               "catalog_cassandra_reads": 2000, "catalog_memory_items": 20_000,
               "catalog_windows": 500, "importer_users": 500},
-    "full": {"ingest_events": 100_000, "store_users": 32, "store_versions": 40, "store_rounds": 3,
+    "full": {"ingest_events": 100_000, "store_users": 32, "store_versions": 40, "store_rounds": 8,
              "long_users": 100_000, "long_trickle_s": 30, "long_rate": 400,
              "overload_s": 40, "overload_warm_s": 10, "users": 1_000_000,
              "pool_users": 4000, "pool_per_user": 12, "pool_rate": 300, "pool_s": 90,

@@ -138,7 +138,10 @@ async def bench_store(users: int, versions: int, rounds: int) -> dict:
         warm = [_record(f"warm-{u}", 1) for u in range(users)]
         await asyncio.gather(*(_execute(session, plain, _to_values(r)) for r in warm))
         for rnd in range(rounds):
-            for name in ("bare_insert", "append", "bare_lwt_insert"):
+            # ABC then CBA: the node slows down as the run goes on (flushes, compactions), so
+            # each variant gets the early and the late slot equally often
+            order = ("bare_insert", "append", "bare_lwt_insert")
+            for name in order if rnd % 2 == 0 else order[::-1]:
                 recs = {(u, v): _record(f"{name}-r{rnd}-u{u:03d}", v)
                         for u in range(users) for v in range(1, versions + 1)}
                 if name == "append":
@@ -163,18 +166,25 @@ async def bench_store(users: int, versions: int, rounds: int) -> dict:
         await asyncio.to_thread(cluster.shutdown)
     med = {k: statistics.median(r["versions_per_s"] for r in v) for k, v in results.items()}
     ratio = med["append"] / med["bare_insert"]
-    ratio_lwt = med["append"] / med["bare_lwt_insert"]
+    # the headline is the median of the per-round ratios: append and the bare LWT run next to
+    # each other in every round, so a slow round slows both (the ratio of the medians is kept)
+    paired = [a["versions_per_s"] / b["versions_per_s"]
+              for a, b in zip(results["append"], results["bare_lwt_insert"], strict=True)]
+    ratio_lwt = statistics.median(paired)
     say(f"store overhead: append {med['append']:.0f}/s, bare INSERT {med['bare_insert']:.0f}/s, "
-        f"bare LWT INSERT {med['bare_lwt_insert']:.0f}/s -> vs LWT {ratio_lwt:.3f} (target >= "
-        f"0.8), vs plain INSERT {ratio:.3f}")
+        f"bare LWT INSERT {med['bare_lwt_insert']:.0f}/s -> vs LWT {ratio_lwt:.3f} per round "
+        f"(median of {len(paired)}, range {min(paired):.3f}-{max(paired):.3f}; target >= 0.8), "
+        f"vs plain INSERT {ratio:.3f}")
     return {
         "users_in_parallel": users, "versions_per_user": versions, "rounds": rounds,
         "event_ids_per_version": 8, "runs": results, "median_versions_per_s": med,
         "ratio": ratio, "ratio_vs_bare_lwt": ratio_lwt, "target": 0.8,
+        "ratio_vs_bare_lwt_per_round": [round(r, 3) for r in paired],
+        "ratio_of_medians_vs_bare_lwt": med["append"] / med["bare_lwt_insert"],
         "meets_target": ratio_lwt >= 0.8,
         "append_round_trips": ("INSERT IF NOT EXISTS on the history row (one Paxos round), then "
-                               "two plain writes in parallel: INSERT summaries_current USING "
-                               "TIMESTAMP <created_at>, and the applied_events rows as one "
-                               "UNLOGGED BATCH on the user's partition key; the expected "
-                               "version comes from the caller, no read"),
+                               "one plain write: an UNLOGGED BATCH on the user's partition key "
+                               "holding INSERT summaries_current USING TIMESTAMP <created_at> "
+                               "and the applied_events rows; the expected version comes from "
+                               "the caller, no read"),
     }
