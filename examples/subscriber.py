@@ -18,6 +18,10 @@ the service. The rules every subscriber should follow:
     python examples/subscriber.py --bootstrap 127.0.0.1:9092 --group my-personalizer \\
         --state view.json
 
+A TLS / SASL cluster: ``--security-protocol SASL_SSL --sasl-username me --ssl-cafile ca.crt``
+with the password in the environment variable ``KAFKA_SASL_PASSWORD`` (mutual TLS:
+``--security-protocol SSL --ssl-certfile user.crt --ssl-keyfile user.key``).
+
 The view is written to ``--state`` (JSON) on exit and every ``--flush-s`` seconds, and read back
 on start; offsets are committed after the view is saved, so a crash re-reads at most what the
 saved view does not hold yet (and the rules above make that harmless).
@@ -30,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from collections import OrderedDict
@@ -112,17 +117,46 @@ class View:
                    seen=OrderedDict.fromkeys(data["seen"]))
 
 
+def connection_options(security_protocol: str = "PLAINTEXT", *, sasl_mechanism: str = "PLAIN",
+                       sasl_username: str | None = None, sasl_password: str | None = None,
+                       ssl_cafile: str | None = None, ssl_certfile: str | None = None,
+                       ssl_keyfile: str | None = None) -> dict[str, Any]:
+    """aiokafka keyword arguments for a broker reached over TLS and/or SASL (PLAINTEXT: none)."""
+    protocol = security_protocol.upper()
+    if protocol not in ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"):
+        raise ValueError(f"unknown security protocol {security_protocol!r}: use PLAINTEXT, SSL, "
+                         "SASL_PLAINTEXT or SASL_SSL")
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        if not sasl_username or not sasl_password:
+            raise ValueError(f"{protocol} needs a SASL user (--sasl-username) and password "
+                             "(environment variable KAFKA_SASL_PASSWORD)")
+        options.update(sasl_mechanism=sasl_mechanism, sasl_plain_username=sasl_username,
+                       sasl_plain_password=sasl_password)
+    if protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        options["ssl_context"] = create_ssl_context(cafile=ssl_cafile, certfile=ssl_certfile,
+                                                    keyfile=ssl_keyfile)
+    elif ssl_cafile or ssl_certfile or ssl_keyfile:
+        raise ValueError(f"TLS files given but the security protocol is {protocol}: use SSL or "
+                         "SASL_SSL")
+    return options
+
+
 async def run(bootstrap: str, topic: str, group: str, state: Path, *, flush_s: float = 5.0,
-              stop: asyncio.Event | None = None, idle_exit_s: float | None = None) -> View:
+              stop: asyncio.Event | None = None, idle_exit_s: float | None = None,
+              connection: dict[str, Any] | None = None) -> View:
     """Consume ``topic`` into the view at ``state`` until ``stop`` is set (or, with
-    ``idle_exit_s``, until no record arrived for that long)."""
+    ``idle_exit_s``, until no record arrived for that long).  ``connection``: TLS/SASL options
+    from :func:`connection_options`."""
     from aiokafka import AIOKafkaConsumer
 
     view = View.load(state)
     stop = stop or asyncio.Event()
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                isolation_level="read_committed")
+                                isolation_level="read_committed", **(connection or {}))
     await consumer.start()
     last_flush = last_record = time.monotonic()
     try:
@@ -156,8 +190,25 @@ def main() -> None:
     parser.add_argument("--flush-s", type=float, default=5.0)
     parser.add_argument("--idle-exit-s", type=float, default=None,
                         help="Exit after this long without a record (default: run until ^C).")
+    parser.add_argument("--security-protocol", default="PLAINTEXT",
+                        choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+    parser.add_argument("--sasl-mechanism", default="SCRAM-SHA-512",
+                        choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    parser.add_argument("--sasl-username", default=None,
+                        help="SASL user; the password is read from KAFKA_SASL_PASSWORD")
+    parser.add_argument("--ssl-cafile", default=None, help="PEM CA bundle (default: system)")
+    parser.add_argument("--ssl-certfile", default=None, help="PEM client certificate (mTLS)")
+    parser.add_argument("--ssl-keyfile", default=None, help="its PEM private key")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    try:
+        connection = connection_options(
+            args.security_protocol, sasl_mechanism=args.sasl_mechanism,
+            sasl_username=args.sasl_username, sasl_password=os.environ.get("KAFKA_SASL_PASSWORD"),
+            ssl_cafile=args.ssl_cafile, ssl_certfile=args.ssl_certfile,
+            ssl_keyfile=args.ssl_keyfile)
+    except (ValueError, OSError) as exc:
+        parser.error(str(exc))
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -166,7 +217,8 @@ def main() -> None:
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
         view = await run(args.bootstrap, args.topic, args.group, args.state,
-                         flush_s=args.flush_s, stop=stop, idle_exit_s=args.idle_exit_s)
+                         flush_s=args.flush_s, stop=stop, idle_exit_s=args.idle_exit_s,
+                         connection=connection)
         print(json.dumps({"users": len(view.users), **view.stats}))
 
     asyncio.run(go())

@@ -907,7 +907,7 @@ def plan(inputs: PlanInputs) -> Plan:
         f"history {_bytes(history)} + current {_bytes(current)} + dedupe {_bytes(applied)} + "
         f"pending {_bytes(pending_bytes)} (uncompressed payload)")
     add("cassandra_writes_per_s", "cassandra", "version writes/s at peak", calls_s, "versions/s",
-        f"= peak calls/s (one LWT + two plain writes each); bench: {n(bench.version_writes_per_s)}/s on "
+        f"= peak calls/s (one LWT + one plain batch each); bench: {n(bench.version_writes_per_s)}/s on "
         f"one 2-vCPU node, so ≥ {math.ceil(calls_s / bench.version_writes_per_s)} such nodes "
         "before replication")
 
