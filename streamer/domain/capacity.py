@@ -8,8 +8,8 @@ numbers plugged in.  Three kinds of constants feed it, each kept in one place be
 * **measured in this repository** (:data:`PROMPT_OVERHEAD_TOKENS` ... :data:`SUMMARY_BYTES`):
   sizes of the byte-exact AlignXplore+ prompt and of the bundled clickstream, counted with the
   real Qwen3 tokenizer; ``tests/unit/domain/test_capacity.py`` recounts them;
-* **measured by ``make bench``** (:class:`BenchRatios`, recorded from ``bench/results/full.json``
-  and ``full-2.json``; ``streamer plan --bench FILE`` reads another results file);
+* **measured by ``make bench``** (:class:`BenchRatios`, recorded from
+  ``bench/results/full-4.json``; ``streamer plan --bench FILE`` reads another results file);
 * **public GPU figures** (:data:`GPUS`: datasheet memory, bandwidth and BF16 dense FLOPS) turned
   into serving throughput by a two-term roofline whose two efficiencies are fitted
   (:func:`calibrate`) on NVIDIA's published TensorRT-LLM throughput of Llama-3.1-8B on one H100
@@ -252,26 +252,25 @@ def bench_from_results(doc: Mapping[str, Any], *, name: str,
 
 
 _RECORDED: dict[str, Any] = {"benchmarks": {
-    # bench/results/full.json (make bench, 2026-12-02, 2 vCPU AMD EPYC, 24 GB, Python 3.11.7)
-    "ingest": {"worker_events_per_s": 1871.0551496472592},
-    "users": {"bytes_per_pending_user": 380.310334},
-    "pool": {"efficiency": 0.9900537931872521},
-    "fresh": {"window": {"max_age_s": 2.0}, "single_call_latency_s": 0.5059147571035747,
-              "levels": [{"level": 0.5, "p50_s": 2.6990634560002036, "p99_s": 3.339931510649559},
-                         {"level": 0.9, "p50_s": 2.744546879999689, "p99_s": 2.998775404760272}]},
-    # bench/results/full-2.json: the store run after the version write was batched
-    "store": {"median_versions_per_s": {"append": 262.39158814159526}},
+    # bench/results/full-4.json (make bench, 2026-12-04, 2 vCPU AMD EPYC, 24 GB, Python 3.11.7)
+    "ingest": {"worker_events_per_s": 3240.466102979006},
+    "users": {"bytes_per_pending_user": 380.282953},
+    "pool": {"efficiency": 0.9930824454506719},
+    "fresh": {"window": {"max_age_s": 2.0}, "single_call_latency_s": 0.43504137392661985,
+              "levels": [{"level": 0.5, "p50_s": 2.6545240119999107, "p99_s": 3.3370583584600704},
+                         {"level": 0.9, "p50_s": 2.6991701479998937, "p99_s": 2.9255784551797843}]},
+    "store": {"median_versions_per_s": {"append": 307.59297525284944}},
 }}
-"""The measurements of the latest full run, as they appear in its results files (the test suite
-checks them against ``bench/results/full.json`` and ``full-2.json``)."""
+"""The measurements of the latest full run, as they appear in its results file (the test suite
+checks them against ``bench/results/full-4.json``)."""
 
 _NOTHING = BenchRatios(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, source="-")
 DEFAULT_BENCH, _TAKEN = bench_from_results(
-    _RECORDED, name="bench/results/full.json (store: full-2.json)", fallback=_NOTHING)
+    _RECORDED, name="bench/results/full-4.json", fallback=_NOTHING)
 if len(_TAKEN) != len(BENCH_SOURCES):  # every recorded ratio must parse
     raise RuntimeError(f"recorded bench ratios incomplete: {_TAKEN}")
-"""The recorded ratios: ingest 1,871 ev/s/worker, 380 B/pending user, pool efficiency 0.990,
-262 versions/s/node, pipeline 0.24 s p50 / 0.83 s p99."""
+"""The recorded ratios: ingest 3,240 ev/s/worker, 380 B/pending user, pool efficiency 0.993,
+308 versions/s/node, pipeline 0.26 s p50 / 0.90 s p99."""
 
 
 # =========================================================================== GPUs and the model

@@ -93,6 +93,26 @@ def test_unreachable_cassandra_says_what_to_do():
         connect(CassandraSettings(port=1, hosts=["127.0.0.1"]))
 
 
+def test_version_writes_carry_the_users_routing_key(store):
+    """Token-aware routing needs a routing key: the claim, the current row and the dedupe
+    index rows are all bound on user_id, so the batch after the claim goes to its replicas."""
+    from cassandra.query import BatchStatement
+
+    for stmt in (store._claim, store._advance, store._mark_applied):
+        assert stmt.routing_key_indexes == [0], stmt.query_string
+    batch = BatchStatement()
+    batch.add(store._advance, (*store_values(record("routed", 1)), 1))
+    batch.add(store._mark_applied, ("routed", "e", 1, None))
+    assert batch.routing_key == store._claim.bind(store_values(record("routed", 1))).routing_key
+    assert batch.routing_key == b"routed"
+
+
+def store_values(r):
+    from streamer.adapters.cassandra.store import _to_values
+
+    return _to_values(r)
+
+
 async def test_applied_event_ids_index_answers_dedupe_queries(store):
     user = "user-dedupe"
     await store.append(record(user, 1, events=("a", "b")))
