@@ -378,7 +378,8 @@ class CassandraProfileStore:
         # current row and the dedupe index share the partition key (user_id), so one unlogged
         # batch is one mutation on one replica set: one request instead of two.  On a loaded
         # node requests, not bytes, are the cost: 0.815 of a bare INSERT IF NOT EXISTS against
-        # 0.77 as two parallel writes (8 paired rounds, bench `store`).  Idempotent: a retry
+        # 0.77 as two parallel writes, 8 rounds side by side (`make bench` store: 0.755-0.795
+        # over two full runs, with the rest of the benchmarks loading the node).  Idempotent: a retry
         # rewrites the same cells; a crash before it is repaired by the next update
         # (service: events of the latest version are indexed again), and the current row by
         # the next version (write timestamp = created_at).
