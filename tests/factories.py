@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 
 from schemas import Click, Feedback, Impression, Item, PairwiseChoice, Rating
 
@@ -46,3 +50,14 @@ def impression(event_id: str, clicked: int, skipped: int, user_id: str = "u1") -
         clicked=tuple(item(f"{event_id}-c{i}", abstract="x") for i in range(clicked)),
         skipped=tuple(item(f"{event_id}-s{i}", abstract="y") for i in range(skipped)),
     )
+
+
+def example_subscriber() -> ModuleType:
+    """``examples/subscriber.py`` loaded as a module (it is a script, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "subscriber.py"
+    spec = importlib.util.spec_from_file_location("example_subscriber", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module

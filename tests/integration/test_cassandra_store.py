@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schemas import SummaryRecord, TokenUsage
-from streamer.adapters.cassandra.store import connect, migrate
+from streamer.adapters.cassandra.store import _to_values, connect, migrate
 from streamer.errors import StoreUnavailableError, VersionConflictError
 from streamer.settings import CassandraSettings
 
@@ -100,17 +100,11 @@ def test_version_writes_carry_the_users_routing_key(store):
 
     for stmt in (store._claim, store._advance, store._mark_applied):
         assert stmt.routing_key_indexes == [0], stmt.query_string
+    values = _to_values(record("routed", 1))
     batch = BatchStatement()
-    batch.add(store._advance, (*store_values(record("routed", 1)), 1))
+    batch.add(store._advance, (*values, 1))
     batch.add(store._mark_applied, ("routed", "e", 1, None))
-    assert batch.routing_key == store._claim.bind(store_values(record("routed", 1))).routing_key
-    assert batch.routing_key == b"routed"
-
-
-def store_values(r):
-    from streamer.adapters.cassandra.store import _to_values
-
-    return _to_values(r)
+    assert batch.routing_key == store._claim.bind(values).routing_key == b"routed"
 
 
 async def test_applied_event_ids_index_answers_dedupe_queries(store):

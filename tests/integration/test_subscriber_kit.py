@@ -5,7 +5,6 @@ applied twice across a restart."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from streamer.adapters.kafka.admin import ensure_topics
 from streamer.adapters.kafka.publish import KafkaChangePublisher
 from streamer.services.updater import change_event
+from tests.factories import example_subscriber
 from tests.integration.test_cassandra_store import record
 from tests.integration.test_kafka_adapters import kafka_settings, producer, sender  # noqa: F401
 
@@ -65,14 +65,6 @@ def test_prefstream_schemas_installs_and_works_alone(tmp_path):
     assert str(env_dir) in result["file"]
 
 
-def _subscriber_module():
-    spec = importlib.util.spec_from_file_location("example_subscriber", SUBSCRIBER)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
 async def test_example_subscriber_keeps_a_correct_view(kafka_settings, producer, tmp_path):  # noqa: F811
     await ensure_topics(kafka_settings)
     topic = kafka_settings.output_topic
@@ -83,7 +75,7 @@ async def test_example_subscriber_keeps_a_correct_view(kafka_settings, producer,
         await pub.publish(event)  # v2 twice (a duplicate), v1 again at the end (stale)
     await producer.send_and_wait(topic, None, key=b"u-2")  # tombstone: u-2 deleted
     state = tmp_path / "view.json"
-    sub = _subscriber_module()
+    sub = example_subscriber()
     view = await sub.run(kafka_settings.bootstrap_servers, topic, "it-sub", state,
                          flush_s=0.1, idle_exit_s=3)
     assert view.users == {"u-1": {"version": 2, "summary": "likes jazz and blues",
@@ -110,7 +102,7 @@ async def test_an_older_version_after_a_newer_one_is_ignored(kafka_settings, pro
     pub = KafkaChangePublisher(sender(producer), topic)
     await pub.publish(change_event(record("u-5", 4, summary="v4")))
     await pub.publish(change_event(record("u-5", 3, summary="v3")))
-    view = await _subscriber_module().run(kafka_settings.bootstrap_servers, topic, "it-sub-2",
+    view = await example_subscriber().run(kafka_settings.bootstrap_servers, topic, "it-sub-2",
                                           tmp_path / "v.json", flush_s=0.1, idle_exit_s=3)
     assert view.users["u-5"]["summary"] == "v4" and view.stats["stale"] == 1
 
@@ -126,7 +118,7 @@ async def test_a_producer_that_writes_unknown_fields_is_tolerated(kafka_settings
     pub = KafkaChangePublisher(sender(producer), topic)
     headers = [(k, v) for k, v in pub_headers(pub, event)]
     await producer.send_and_wait(topic, json.dumps(value).encode(), key=b"u-6", headers=headers)
-    view = await _subscriber_module().run(kafka_settings.bootstrap_servers, topic, "it-sub-3",
+    view = await example_subscriber().run(kafka_settings.bootstrap_servers, topic, "it-sub-3",
                                           tmp_path / "v.json", flush_s=0.1, idle_exit_s=3)
     assert view.users["u-6"]["version"] == 1
 
@@ -154,7 +146,7 @@ async def test_a_deleted_user_stays_deleted(kafka_settings, producer, tmp_path):
         event_id="del-1", user_id="u-7", deleted_versions=1,
         occurred_at=in_flight.occurred_at + timedelta(seconds=1)))
     await pub.publish(in_flight)  # stored before the deletion, published after it
-    view = await _subscriber_module().run(kafka_settings.bootstrap_servers, topic, "it-sub-4",
+    view = await example_subscriber().run(kafka_settings.bootstrap_servers, topic, "it-sub-4",
                                           tmp_path / "v.json", flush_s=0.1, idle_exit_s=3)
     assert "u-7" not in view.users
     assert view.stats["deleted"] == 1 and view.stats["stale"] == 1

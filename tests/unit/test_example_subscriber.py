@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import ssl
-import sys
-from pathlib import Path
 
 import pytest
 
-SUBSCRIBER = Path(__file__).resolve().parents[2] / "examples" / "subscriber.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("example_subscriber_unit", SUBSCRIBER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from tests.factories import example_subscriber as _module
 
 
 def test_plaintext_needs_nothing():
