@@ -129,10 +129,11 @@ PENDING_ROW_EXTRA_BYTES = 168
 (4), offset (8), buffered_at (8), tokens (4), traceparent (55), kafka_ts (8)."""
 PENDING_USER_ROW_BYTES = 20
 """``pending_users`` row: partition (4), user id (8), first_at (8)."""
-APPLIED_ROW_BYTES = 93
-"""``applied_events`` row: user id (8), event id (17), version (4), digest (64)."""
+APPLIED_ROW_BYTES = 98
+"""``profile_log`` index row: user id (8), kind (1), seq (4), event id (17), version (4), digest
+(64)."""
 CASSANDRA_GC_GRACE_S = 864_000
-"""Cassandra's default ``gc_grace_seconds`` (10 days; ``applied_events`` keeps it): expired
+"""Cassandra's default ``gc_grace_seconds`` (10 days; ``profile_log`` keeps it): expired
 dedupe rows stay on disk until then."""
 
 
@@ -153,8 +154,8 @@ RECORD_FIXED_BYTES = _json_bytes(SummaryRecord(
     model="VanillaH1/AlignXplore-Plus", window_id="0" * 32, event_ids=(), usage=_USAGE,
     latency_ms=21000.0, created_at=_AT, window=_WINDOW))
 """A stored version without summary, event ids, triples or score, with its window facts
-(``schemas.SummaryRecord`` as JSON: a proxy for the fixed columns of
-``summary_history``/``summaries_current``)."""
+(``schemas.SummaryRecord`` as JSON: a proxy for the fixed columns of a ``profile_log`` version
+row)."""
 QUALITY_BYTES = _json_bytes(_QUALITY)
 """A stored quality score (``schemas.QualityScore`` JSON)."""
 CHANGE_FIXED_BYTES = _json_bytes(SummaryChanged(
@@ -885,28 +886,26 @@ def plan(inputs: PlanInputs) -> Plan:
         f"{n(triples_bytes)} (STREAMER_QUALITY__KEEP_TRIPLES={p.keep_triples}) + score "
         f"{QUALITY_BYTES} × {n(p.quality_sample_rate)} (payload as JSON, before compression)")
     rf = p.cassandra_replication
-    history_day = add("cassandra_history_bytes_per_day", "cassandra", "summary_history growth per "
-                      "day", calls_day * row_bytes * rf, "bytes/day",
+    history_day = add("cassandra_history_bytes_per_day", "cassandra",
+                      "version rows: growth per day", calls_day * row_bytes * rf, "bytes/day",
                       f"versions/day × row bytes × RF = {n(calls_day)} × {n(row_bytes)} × {rf}")
     history = add("cassandra_history_bytes", "cassandra",
-                  f"summary_history after {n(p.history_days)} days", history_day * p.history_days,
+                  f"version rows after {n(p.history_days)} days", history_day * p.history_days,
                   "bytes", f"{_bytes(history_day)}/day × {n(p.history_days)} days (no TTL: "
                            "every version is kept)")
-    current = add("cassandra_current_bytes", "cassandra", "summaries_current",
-                  N * row_bytes * rf, "bytes", f"users × row bytes × RF = {n(N)} × "
-                                               f"{n(row_bytes)} × {rf}")
     dedupe_days = (p.dedupe_ttl_s + CASSANDRA_GC_GRACE_S) / day
-    applied = add("cassandra_applied_bytes", "cassandra", "applied_events (dedupe index)",
+    applied = add("cassandra_applied_bytes", "cassandra", "dedupe index rows (TTL)",
                   events_day * APPLIED_ROW_BYTES * dedupe_days * rf, "bytes",
                   f"events/day × {APPLIED_ROW_BYTES} B × (TTL {n(p.dedupe_ttl_s / day)} d + "
                   f"gc_grace {n(CASSANDRA_GC_GRACE_S / day)} d) × RF = {n(events_day)} × "
                   f"{APPLIED_ROW_BYTES} × {n(dedupe_days)} × {rf}")
     add("cassandra_total_bytes", "cassandra", "Cassandra on disk (all tables)",
-        history + current + applied + pending_bytes, "bytes",
-        f"history {_bytes(history)} + current {_bytes(current)} + dedupe {_bytes(applied)} + "
+        history + applied + pending_bytes, "bytes",
+        f"versions {_bytes(history)} + dedupe {_bytes(applied)} + "
         f"pending {_bytes(pending_bytes)} (uncompressed payload)")
     add("cassandra_writes_per_s", "cassandra", "version writes/s at peak", calls_s, "versions/s",
-        f"= peak calls/s (one LWT + one plain batch each); bench: {n(bench.version_writes_per_s)}/s on "
+        f"= peak calls/s (one conditional batch each: one Paxos round); bench: "
+        f"{n(bench.version_writes_per_s)}/s on "
         f"one 2-vCPU node, so ≥ {math.ceil(calls_s / bench.version_writes_per_s)} such nodes "
         "before replication")
 

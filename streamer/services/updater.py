@@ -207,7 +207,8 @@ class ProfileUpdater:
         reused.update(i for i, d in known.items() if d and digests.get(i) and digests[i] != d)
         in_current = set(ids) & set(current.event_ids) if current else set()
         if current is not None and in_current - indexed:
-            # a crash between the version claim and its dedupe-index write: repair the index,
+            # a version stored without its dedupe-index rows (a store that writes them apart
+            # from the version, or a version copied from an older schema): repair the index,
             # or a later duplicate (once a newer version exists) would be applied again
             await self.store.mark_applied(user_id, sorted(in_current - indexed), current.version,
                                           digests)
@@ -461,7 +462,8 @@ class ProfileUpdater:
 
 def _after(now: datetime, previous: datetime | None) -> datetime:
     """``now``, but at least 1 ms after the previous version (stored at ms precision): a user's
-    versions have strictly increasing ``created_at``, which orders the current-row writes."""
+    versions have strictly increasing ``created_at`` (``as_of`` relies on it, and stores that keep
+a current row apart order its writes by it)."""
     if previous is None:
         return now
     return max(now, previous + timedelta(milliseconds=1))

@@ -11,8 +11,8 @@ Used by the fault-injection suite (``test_faults.py``) after every scenario:
 - stored summaries are never model garbage (``</think>`` or empty).
 
 Everything that is checked is counted in the :class:`LedgerReport`; properties that are not part
-of the contract being asserted (a lagging ``summaries_current`` row, a missing ``applied_events``
-row, change events published out of version order) are reported as ``warnings``.
+of the contract being asserted (a served current version below the highest stored one, a missing
+dedupe index row, change events published out of version order) are reported as ``warnings``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from schemas import SummaryChanged, SummaryRecord, TokenUsage
 
 _COLUMNS = (
-    "user_id, version, previous_version, summary, model, window_id, event_ids, "
+    "user_id, seq AS version, previous_version, summary, model, window_id, event_ids, "
     "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at"
 )
 MAX_LISTED = 25  # problems listed in a failure message
@@ -235,13 +235,13 @@ def check_ledger(
             last = max(r.version for r in history_by_user[user])
             cur = current_by_user.get(user)
             if cur is None or cur.version != last:
-                warnings.append(f"{user}: summaries_current at "
+                warnings.append(f"{user}: current version served at "
                                 f"{cur.version if cur else None}, history at v{last}")
     if applied_by_user is not None:
         for (user, eid), versions in sorted(applied_in.items()):
             got = applied_by_user.get(user, {}).get(eid)
             if got != versions[0]:
-                warnings.append(f"{user}: applied_events[{eid}] = {got}, stored in v{versions[0]} "
+                warnings.append(f"{user}: dedupe index[{eid}] = {got}, stored in v{versions[0]} "
                                 "(a late duplicate of it would not be recognised)")
 
     if problems and raise_on_problems:
@@ -281,8 +281,9 @@ def _record(row) -> SummaryRecord:
 
 def read_store(port: int, keyspace: str, *, host: str = "127.0.0.1",
                timeout_s: float = 30.0) -> StoreSnapshot:
-    """Every row of ``summary_history``, ``summaries_current`` and ``applied_events`` of a keyspace
-    (full scans at QUORUM: meant for test-sized keyspaces).  Blocking: call via ``to_thread``."""
+    """Every version row and dedupe index row of a keyspace's ``profile_log``, and the version
+    the read path serves as current per user (full scans at QUORUM: meant for test-sized
+    keyspaces).  Blocking: call via ``to_thread``."""
     from cassandra import ConsistencyLevel
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy
@@ -295,16 +296,17 @@ def read_store(port: int, keyspace: str, *, host: str = "127.0.0.1",
     try:
         session = cluster.connect()
         history: dict[str, list[SummaryRecord]] = defaultdict(list)
-        for row in session.execute(f"SELECT {_COLUMNS} FROM {keyspace}.summary_history"):
+        versions = f"FROM {keyspace}.profile_log WHERE kind = 'v'"
+        for row in session.execute(f"SELECT {_COLUMNS} {versions} ALLOW FILTERING"):
             history[row.user_id].append(_record(row))
         for records in history.values():
             records.sort(key=lambda r: r.version)
-        current = {row.user_id: _record(row) for row in
-                   session.execute(f"SELECT {_COLUMNS} FROM {keyspace}.summaries_current")
-                   if row.version is not None}
+        current = {row.user_id: _record(row) for row in session.execute(
+            f"SELECT {_COLUMNS} {versions} PER PARTITION LIMIT 1 ALLOW FILTERING")}
         applied: dict[str, dict[str, int]] = defaultdict(dict)
-        for row in session.execute(f"SELECT user_id, event_id, version FROM {keyspace}.applied_events"):
-            applied[row.user_id][row.event_id] = row.version
+        for row in session.execute(f"SELECT user_id, key, version FROM {keyspace}.profile_log "
+                                   "WHERE kind = 'e' ALLOW FILTERING"):
+            applied[row.user_id][row.key] = row.version
         return StoreSnapshot(dict(history), current, dict(applied))
     finally:
         cluster.shutdown()

@@ -526,7 +526,7 @@ class Scenario:
     async def replay_and_verify(self, stream: Stream, report: LedgerReport) -> None:
         """Deliver every valid event once more (a producer retry storm / an offset reset) and
         check the ledger again: nothing may be applied twice.  This is where a version stored
-        without its applied_events rows (a crash between the two writes) shows up."""
+        without its dedupe index rows would show up."""
         warnings_before = list(report.warnings)
         self.result["replay"] = {"records": len(stream.valid),
                                  "ledger_warnings_before": warnings_before}
@@ -629,8 +629,7 @@ async def test_a_repeated_sigkill_and_restart(scenario):
     report = await sc.verify(stream, timeout_s=90)
     assert sum(k["mid_stream"] for k in kills) >= N_KILLS - 1, \
         f"the kills did not land while events were flowing: {kills}"
-    # a version whose applied_events rows were lost with a killed worker must not let a later
-    # redelivery apply its events again
+    # a killed worker must not leave a version whose events a later redelivery applies again
     await sc.replay_and_verify(stream, report)
     sc.finish()
 

@@ -30,7 +30,8 @@ def test_migrations_are_idempotent_and_recorded(cassandra_settings):
         assert sorted(r.name for r in rows) == ["0001_summaries.cql", "0002_applied_events.cql",
                                                   "0003_pending.cql", "0004_applied_digest.cql",
                                                   "0005_quality.cql", "0006_window_facts.cql",
-                                                  "0007_forgotten_users.cql"]
+                                                  "0007_forgotten_users.cql",
+                                                  "0008_profile_log.cql"]
     finally:
         cluster.shutdown()
 
@@ -71,21 +72,61 @@ async def test_stale_writer_is_refused(store):
         await store.append(record(user, 4).model_copy(update={"previous_version": 2}))
 
 
-async def test_lagging_current_row_is_repaired_by_next_write(store, cassandra_settings):
-    user = "user-lag"
-    await store.append(record(user, 1))
-    # simulate a crash between claiming version 2 in the history and moving the current row
-    ks = cassandra_settings.keyspace
-    store._session.execute(
-        f"INSERT INTO {ks}.summary_history (user_id, version, previous_version, summary, model, "
-        "window_id, event_ids, prompt_tokens, completion_tokens, latency_ms, created_at) "
-        "VALUES (%s, 2, 1, 'two', 'm', 'w2', ['e2'], 0, 0, 0, toTimestamp(now()))",
-        (user,),
-    )
-    assert (await store.read_current_row(user)).version == 1
-    assert (await store.get_current(user)).version == 2  # reads come from the history
-    await store.append(record(user, 3))
+async def test_a_refused_claim_writes_no_index_rows(store):
+    """The claim and the index rows are one conditional batch: a writer that loses the version
+    (a stale owner) leaves nothing behind that would mark its events as applied."""
+    user = "user-refused"
+    await store.append(record(user, 1, events=("a",)))
+    with pytest.raises(VersionConflictError):
+        await store.append(record(user, 1, summary="stale", events=("a", "stale-only")))
+    assert await store.applied_digests(user, ["a", "stale-only"]) == {"a": ""}
+    assert [r.summary for r in await store.history(user)] == ["s"]
+
+
+async def test_current_is_the_highest_version_row(store):
+    user = "user-cur"
+    for v in (1, 2, 3):
+        await store.append(record(user, v, events=tuple(f"e{v}{i}" for i in range(5))))
     assert (await store.read_current_row(user)).version == 3
+    assert [r.version for r in await store.history_page(user, 2)] == [3, 2]
+    assert [r.version for r in await store.history_page(user, 5, before_version=2)] == [1]
+    current = {r.user_id: r.version async for r in store.scan_current()}
+    assert current[user] == 3
+    assert sorted([r.version async for r in store.scan_history() if r.user_id == user]) == [
+        1, 2, 3]
+
+
+async def test_migration_copies_the_tables_of_schema_1_to_7(store, cassandra_settings):
+    """A keyspace written before migration 0008: its versions and dedupe index are copied into
+    profile_log (the index with the TTL it had left), and reads see them."""
+    ks = cassandra_settings.keyspace
+    session = store._session
+    user = "user-legacy"
+    session.execute(f"DELETE FROM {ks}.schema_migrations WHERE version = 8")
+    for v, events in ((1, ["l1"]), (2, ["l2", "l3"])):
+        session.execute(
+            f"INSERT INTO {ks}.summary_history (user_id, version, previous_version, summary, "
+            "model, window_id, event_ids, prompt_tokens, completion_tokens, latency_ms, "
+            "created_at, quality) VALUES (%s, %s, %s, %s, 'm', %s, %s, 1, 2, 3.5, %s, null)",
+            (user, v, v - 1 or None, f"legacy {v}", f"w{v}", events,
+             datetime(2026, 1, 1, 0, 0, v, tzinfo=UTC)))
+        for e in events:
+            session.execute(f"INSERT INTO {ks}.applied_events (user_id, event_id, version, digest) "
+                            "VALUES (%s, %s, %s, %s) USING TTL 5000", (user, e, v, f"d-{e}"))
+    assert migrate(session, cassandra_settings) == ["0008_profile_log.cql"]
+    history = await store.history(user)
+    assert [(r.version, r.summary, r.event_ids) for r in history] == [
+        (1, "legacy 1", ("l1",)), (2, "legacy 2", ("l2", "l3"))]
+    assert history[1].usage == TokenUsage(prompt_tokens=1, completion_tokens=2)
+    assert await store.applied_digests(user, ["l1", "l3", "x"]) == {"l1": "d-l1", "l3": "d-l3"}
+    ttl = session.execute(f"SELECT TTL(version) AS t FROM {ks}.profile_log WHERE user_id = %s "
+                          "AND kind = 'e' AND seq = 0 AND key = 'l1'", (user,)).one().t
+    assert 4900 < ttl <= 5000
+    await store.append(record(user, 3))  # and the user goes on from its copied version
+    assert (await store.get_current(user)).previous_version == 2
+    assert await store.forget(user) == 3
+    assert list(session.execute(f"SELECT * FROM {ks}.summary_history WHERE user_id = %s",
+                                (user,))) == []
 
 
 def test_unreachable_cassandra_says_what_to_do():
@@ -94,16 +135,12 @@ def test_unreachable_cassandra_says_what_to_do():
 
 
 def test_version_writes_carry_the_users_routing_key(store):
-    """Token-aware routing needs a routing key: the claim, the current row and the dedupe
-    index rows are all bound on user_id, so the batch after the claim goes to its replicas."""
-    from cassandra.query import BatchStatement
-
-    for stmt in (store._claim, store._advance, store._mark_applied):
+    """Token-aware routing needs a routing key: the claim and the dedupe index rows are bound
+    on user_id, so their batch goes to the user's replicas."""
+    for stmt in (store._claim, store._mark_applied):
         assert stmt.routing_key_indexes == [0], stmt.query_string
     values = _to_values(record("routed", 1))
-    batch = BatchStatement()
-    batch.add(store._advance, (*values, 1))
-    batch.add(store._mark_applied, ("routed", "e", 1, None))
+    batch = store._index_batch("routed", ["e"], 1, None, claim=values)
     assert batch.routing_key == store._claim.bind(values).routing_key == b"routed"
 
 
@@ -116,7 +153,7 @@ async def test_applied_event_ids_index_answers_dedupe_queries(store):
     assert await store.applied_event_ids("nobody", ["a"]) == set()
 
 
-async def test_dedupe_index_is_repaired_after_a_crash_between_claim_and_index(
+async def test_dedupe_index_is_repaired_for_a_version_without_index_rows(
     store, cassandra_settings
 ):
     from streamer.adapters.memory.publish import CollectingPublisher
@@ -126,11 +163,12 @@ async def test_dedupe_index_is_repaired_after_a_crash_between_claim_and_index(
 
     user = "user-crash"
     ks = cassandra_settings.keyspace
-    # version 1 claimed in the history, but the worker died before indexing its events
+    # version 1 stored without its index rows: a version copied from schema 0001-0007 whose
+    # applied_events rows were missing (a crash between the two writes of that schema)
     store._session.execute(
-        f"INSERT INTO {ks}.summary_history (user_id, version, summary, model, window_id, "
+        f"INSERT INTO {ks}.profile_log (user_id, kind, seq, key, summary, model, window_id, "
         "event_ids, prompt_tokens, completion_tokens, latency_ms, created_at) "
-        "VALUES (%s, 1, 'one', 'm', 'w1', ['e1'], 0, 0, 0, toTimestamp(now()))",
+        "VALUES (%s, 'v', 1, '', 'one', 'm', 'w1', ['e1'], 0, 0, 0, toTimestamp(now()))",
         (user,),
     )
     updater = ProfileUpdater(store, ScriptedSummaryModel(lambda r: "<think>t</think>\n\nok"),

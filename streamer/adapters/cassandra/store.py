@@ -1,13 +1,13 @@
 """Cassandra implementation of :class:`~streamer.ports.ProfileStore`.
 
-Two tables (see ``migrations/``): ``summary_history`` keyed by ``(user_id, version)`` is the
-source of truth, ``summaries_current`` is the one-row-per-user read path.  ``append`` claims the
-version with one lightweight transaction on the history row (``IF NOT EXISTS``), so two writers
-cannot both win, then writes the dedupe index and the current row in one unlogged batch on the
-user's partition key (one plain write).  The current row is written ``USING TIMESTAMP
-<created_at of the version>`` (strictly increasing per user), so the highest version wins
-whatever the order of arrival (a lagging row left by a crash is repaired by the next write).
-Reads of the previous summary come from the history, so they never see a stale current row.
+One table, ``profile_log`` (migration 0008), holds a user's versions and its dedupe index in one
+partition: version rows ``(kind 'v', seq = version)``, newest first, and index rows
+``(kind 'e', key = event_id)`` with the dedupe TTL.  ``append`` is ONE conditional batch:
+``INSERT <version row> IF NOT EXISTS`` plus the index rows of its events, a single Paxos round
+that stores all of it or nothing.  Two writers cannot both win a version, and a writer whose
+claim fails (a stale owner) leaves no index row behind.  The current version is the first
+version row of the partition: no second table to keep in step, so reads never see a lagging
+current row.
 """
 
 from __future__ import annotations
@@ -61,13 +61,20 @@ log = logging.getLogger(__name__)
 UNAVAILABLE = (NoHostAvailable, OperationTimedOut, Unavailable, ReadTimeout, WriteTimeout,
                CoordinationFailure)
 
-_COLUMNS = (
-    "user_id, version, previous_version, summary, model, window_id, event_ids, "
-    "dropped_event_ids, prompt_tokens, completion_tokens, latency_ms, created_at, quality, "
-    "triples, window_facts"
+TABLE = "profile_log"
+_RECORD_COLUMNS = (
+    "previous_version, summary, model, window_id, event_ids, dropped_event_ids, prompt_tokens, "
+    "completion_tokens, latency_ms, created_at, quality, triples, window_facts"
 )
+# a version row read back as a record (``seq`` is the version) / written from ``_to_values``
+_COLUMNS = f"user_id, seq AS version, {_RECORD_COLUMNS}"
+_INSERT_COLUMNS = f"user_id, seq, {_RECORD_COLUMNS}, kind, key"
+_INSERT_VALUES = ", ".join("?" for _ in _INSERT_COLUMNS.split(",")[:-2]) + ", 'v', ''"
+_VERSION_ROWS = "kind = 'v'"  # the slice of a user's partition that holds its versions
+# the tables of schema 0001-0007, copied into profile_log by migration 0008; still deleted by
+# ``forget`` (a keyspace migrated from them keeps their rows)
+LEGACY_TABLES = ("summary_history", "summaries_current", "applied_events")
 _TRIPLES = TypeAdapter(tuple[WindowTriple, ...])
-_PLACEHOLDERS = ", ".join("?" for _ in _COLUMNS.split(","))
 _NO_VERSION_BOUND = 2**31 - 1  # versions are CQL ``int``: ``version < this`` matches them all
 _AS_OF_SCAN_PAGE = 1000  # (version, created_at) pairs read per round trip by ``as_of``
 _SCAN_PAGE = 1000  # rows per page of a full history scan (scan_history)
@@ -142,6 +149,8 @@ def migrate(session: Session, settings: CassandraSettings) -> list[str]:
             continue
         for statement in _split_cql(text.replace("{keyspace}", ks)):
             session.execute(statement)
+        if number in _DATA_STEPS:
+            _DATA_STEPS[number](session, settings)
         session.execute(
             f"INSERT INTO {ks}.schema_migrations (version, name, applied_at) "
             "VALUES (%s, %s, toTimestamp(now()))",
@@ -150,6 +159,59 @@ def migrate(session: Session, settings: CassandraSettings) -> list[str]:
         applied.append(name)
         log.info("applied CQL migration %s", name)
     return applied
+
+
+_COPY_PAGE = 1000
+
+
+def _copy_into_profile_log(session: Session, settings: CassandraSettings) -> None:
+    """Migration 0008's data step: every ``summary_history`` row becomes a version row of
+    ``profile_log``, every ``applied_events`` row an index row with the TTL it had left.  Plain
+    writes of the same values, so a step killed half-way is simply run again; meant to run
+    with the workers stopped (README, "Upgrading"): a version stored in the old tables after
+    the copy would not be seen."""
+    ks = settings.keyspace
+    claim = session.prepare(
+        f"INSERT INTO {ks}.{TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})")
+    index = session.prepare(
+        f"INSERT INTO {ks}.{TABLE} (user_id, kind, seq, key, version, digest) "
+        "VALUES (?, 'e', 0, ?, ?, ?) USING TTL ?")
+    legacy = _COLUMNS.replace("seq AS version", "version")
+    copied = _copy_rows(session, f"SELECT {legacy} FROM {ks}.summary_history",
+                        lambda row: (claim, (row.user_id, row.version, *row[2:])))
+    indexed = _copy_rows(
+        session, f"SELECT user_id, event_id, version, digest, TTL(version) AS ttl "
+                 f"FROM {ks}.applied_events",
+        lambda row: (index, (row.user_id, row.event_id, row.version, row.digest,
+                             row.ttl or settings.dedupe_ttl_s)))
+    if copied or indexed:
+        log.info("migration 0008: copied %d versions and %d applied-event rows into %s",
+                 copied, indexed, TABLE)
+
+
+def _copy_rows(session: Session, select: str, write: Any) -> int:
+    """Copy the rows of ``select`` with ``write(row) -> (statement, values)``, a page at a
+    time with the page's writes in flight together; progress in the log."""
+    copied = 0
+    pending: list[Any] = []
+    for row in session.execute(SimpleStatement(select, fetch_size=_COPY_PAGE)):
+        statement, values = write(row)
+        pending.append(session.execute_async(statement, values))
+        if len(pending) >= _COPY_PAGE:
+            copied += _drain(pending)
+            log.info("migration 0008: %d rows copied ...", copied)
+    return copied + _drain(pending)
+
+
+def _drain(pending: list[Any]) -> int:
+    for future in pending:
+        future.result()
+    done, pending[:] = len(pending), []
+    return done
+
+
+# Python steps run right after the CQL of their migration, before it is recorded as applied
+_DATA_STEPS: dict[int, Any] = {8: _copy_into_profile_log}
 
 
 def _split_cql(text: str) -> list[str]:
@@ -183,7 +245,7 @@ async def _execute(session: Session, statement: Any, params: Sequence[Any] = ())
 
 
 class CassandraProfileStore:
-    """Versioned user summaries in Cassandra."""
+    """Versioned user summaries in Cassandra (one ``profile_log`` partition per user)."""
 
     def __init__(
         self, cluster: Cluster, session: Session, keyspace: str, *,
@@ -192,57 +254,35 @@ class CassandraProfileStore:
         self._cluster = cluster
         self._session = session
         self.keyspace = ks = keyspace
+        log_table = f"{ks}.{TABLE}"
         prep = session.prepare
-        self._latest: PreparedStatement = prep(
-            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? LIMIT 1"
-        )
-        self._history: PreparedStatement = prep(
-            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ?"
-        )
-        self._current: PreparedStatement = prep(
-            f"SELECT {_COLUMNS} FROM {ks}.summaries_current WHERE user_id = ?"
-        )
+        versions = f"FROM {log_table} WHERE user_id = ? AND {_VERSION_ROWS}"
+        self._latest: PreparedStatement = prep(f"SELECT {_COLUMNS} {versions} LIMIT 1")
+        self._history: PreparedStatement = prep(f"SELECT {_COLUMNS} {versions}")
         self._claim: PreparedStatement = prep(
-            f"INSERT INTO {ks}.summary_history ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) IF NOT EXISTS"
-        )
-        # the current row is a plain write whose write timestamp is the version's created_at
-        # (strictly increasing per user, see service._after): the highest version wins whatever
-        # order writes land in, and rows written before with real timestamps are overtaken
-        self._advance: PreparedStatement = prep(
-            f"INSERT INTO {ks}.summaries_current ({_COLUMNS}) VALUES ({_PLACEHOLDERS}) "
-            "USING TIMESTAMP ?"
-        )
+            f"INSERT INTO {log_table} ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) IF NOT EXISTS")
         self._page: PreparedStatement = prep(
-            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? AND version < ? LIMIT ?"
-        )
+            f"SELECT {_COLUMNS} {versions} AND seq < ? LIMIT ?")
         self._stamps: PreparedStatement = prep(
-            f"SELECT version, created_at FROM {ks}.summary_history "
-            "WHERE user_id = ? AND version < ? LIMIT ?"
-        )
-        self._one: PreparedStatement = prep(
-            f"SELECT {_COLUMNS} FROM {ks}.summary_history WHERE user_id = ? AND version = ?"
-        )
+            f"SELECT seq AS version, created_at {versions} AND seq < ? LIMIT ?")
+        self._one: PreparedStatement = prep(f"SELECT {_COLUMNS} {versions} AND seq = ?")
         self._mark_applied: PreparedStatement = prep(
-            f"INSERT INTO {ks}.applied_events (user_id, event_id, version, digest) "
-            f"VALUES (?, ?, ?, ?) USING TTL {int(dedupe_ttl_s)}"
-        )
+            f"INSERT INTO {log_table} (user_id, kind, seq, key, version, digest) "
+            f"VALUES (?, 'e', 0, ?, ?, ?) USING TTL {int(dedupe_ttl_s)}")
         self._applied: PreparedStatement = prep(
-            f"SELECT event_id, digest FROM {ks}.applied_events WHERE user_id = ? AND event_id IN ?"
-        )
+            f"SELECT key, digest FROM {log_table} "
+            "WHERE user_id = ? AND kind = 'e' AND seq = 0 AND key IN ?")
         # forgetting a user: the suppression entry first, then every row of the user
         self._suppress: PreparedStatement = prep(
             f"INSERT INTO {ks}.forgotten_users (user_id, forgotten_at) VALUES (?, ?) USING TTL ?")
         self._suppressed: PreparedStatement = prep(
             f"SELECT user_id FROM {ks}.forgotten_users WHERE user_id = ?")
-        self._versions: PreparedStatement = prep(
-            f"SELECT version FROM {ks}.summary_history WHERE user_id = ?")
+        self._versions: PreparedStatement = prep(f"SELECT seq {versions}")
         self._forget = [prep(f"DELETE FROM {ks}.{table} WHERE user_id = ?")
-                        for table in ("summary_history", "summaries_current", "applied_events")]
-        for stmt in (self._claim,):
-            stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
-            stmt.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
-        for stmt in (self._latest, self._history, self._current, self._page, self._stamps,
-                     self._one, self._advance, self._mark_applied, self._suppress,
+                        for table in (TABLE, *LEGACY_TABLES)]
+        self._claim.serial_consistency_level = ConsistencyLevel.LOCAL_SERIAL
+        for stmt in (self._latest, self._history, self._claim, self._page, self._stamps,
+                     self._one, self._mark_applied, self._applied, self._suppress,
                      self._suppressed, self._versions, *self._forget):
             stmt.consistency_level = ConsistencyLevel.LOCAL_QUORUM
 
@@ -258,18 +298,32 @@ class CassandraProfileStore:
             raise
 
     async def get_current(self, user_id: str) -> SummaryRecord | None:
+        """The user's highest stored version: the first version row of its partition."""
         rows = await _execute(self._session, self._latest, (user_id,))
         return _to_record(rows[0]) if rows else None
 
+    async def read_current_row(self, user_id: str) -> SummaryRecord | None:
+        """What the read API serves as the current summary (the same row as ``get_current``:
+        there is no separate current-row table since schema 0008)."""
+        return await self.get_current(user_id)
+
     async def scan_history(self) -> AsyncIterator[SummaryRecord]:
-        """Every stored version of every user (a full scan of the history table, in token
+        """Every stored version of every user (a full scan of the version rows, in token
         order, one driver page at a time): reports and exports, never the hot path."""
-        async for record in self._scan("summary_history"):
+        async for record in self._scan(""):
             yield record
 
-    async def _scan(self, table: str) -> AsyncIterator[SummaryRecord]:
-        statement = SimpleStatement(f"SELECT {_COLUMNS} FROM {self.keyspace}.{table}",
-                                    fetch_size=_SCAN_PAGE)
+    async def scan_current(self) -> AsyncIterator[SummaryRecord]:
+        """Every user's current version (the first version row of each partition)."""
+        async for record in self._scan(" PER PARTITION LIMIT 1"):
+            yield record
+
+    async def _scan(self, limit: str) -> AsyncIterator[SummaryRecord]:
+        # a restriction on the first clustering column over all partitions: each partition is
+        # read from the start of its version slice, the index rows before it are skipped
+        statement = SimpleStatement(
+            f"SELECT {_COLUMNS} FROM {self.keyspace}.{TABLE} WHERE {_VERSION_ROWS}{limit} "
+            "ALLOW FILTERING", fetch_size=_SCAN_PAGE)
         rows = iter(await asyncio.to_thread(self._session.execute, statement))
         while True:
             page = await asyncio.to_thread(lambda: list(itertools.islice(rows, _SCAN_PAGE)))
@@ -278,20 +332,10 @@ class CassandraProfileStore:
             if len(page) < _SCAN_PAGE:
                 return
 
-    async def scan_current(self) -> AsyncIterator[SummaryRecord]:
-        """Every user's current row (a full scan of ``summaries_current``, a page at a time)."""
-        async for record in self._scan("summaries_current"):
-            yield record
-
     async def write_current(self, record: SummaryRecord) -> None:
-        """Write a current row only (``streamer rebuild-current``), with the version's write
-        timestamp: a row that is newer already stays."""
-        await _execute(self._session, self._advance, (*_to_values(record), _write_ts(record)))
-
-    async def read_current_row(self, user_id: str) -> SummaryRecord | None:
-        """The ``summaries_current`` row (the read path), which may lag after a crash."""
-        rows = await _execute(self._session, self._current, (user_id,))
-        return _to_record(rows[0]) if rows else None
+        """Restore a version row (``streamer rebuild-current``, from the summaries topic): only
+        where that version is missing, a stored version is never overwritten."""
+        await _execute(self._session, self._claim, _to_values(record))
 
     async def history(self, user_id: str) -> list[SummaryRecord]:
         rows = await _execute(self._session, self._history, (user_id,))
@@ -302,9 +346,9 @@ class CassandraProfileStore:
     ) -> list[SummaryRecord]:
         """Up to ``limit`` versions older than ``before_version`` (all when None), newest first.
 
-        One prepared ``WHERE user_id = ? AND version < ? LIMIT ?`` on the history partition,
-        whose clustering order is already newest first.  Meant for pages (the API caps ``limit``
-        at 100); the driver returns at most its fetch size (5000) rows per call.
+        One prepared ``WHERE user_id = ? AND kind = 'v' AND seq < ? LIMIT ?`` on the user's
+        partition, whose version rows are already newest first.  Meant for pages (the API caps
+        ``limit`` at 100); the driver returns at most its fetch size (5000) rows per call.
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
@@ -313,8 +357,9 @@ class CassandraProfileStore:
         return [_to_record(r) for r in rows]
 
     async def forget(self, user_id: str, *, suppress_s: float = 0.0) -> int:
-        """Delete every stored row of the user (history, current row, applied-event index);
-        with ``suppress_s``, first record the user as forgotten for that long (events still in
+        """Delete every stored row of the user (versions and applied-event index, and its rows
+        in the tables of schema 0001-0007 if the keyspace was migrated from them); with
+        ``suppress_s``, first record the user as forgotten for that long (events still in
         flight are then dropped by the updater).  Returns the number of versions deleted."""
         if suppress_s > 0:
             await _execute(self._session, self._suppress,
@@ -332,9 +377,9 @@ class CassandraProfileStore:
                     max_versions: int | None = None) -> SummaryRecord | None:
         """The version that was current at ``when``: the highest version with ``created_at <= when``.
 
-        Scans the user's history partition newest first, reading only ``(version, created_at)``
+        Scans the user's version rows newest first, reading only ``(version, created_at)``
         in pages of 1000 and stopping at the first match, then reads that one row: the cost grows
-        with the number of versions newer than the answer (the whole partition when there is
+        with the number of versions newer than the answer (all of them when there is
         none), so ``max_versions`` bounds it: beyond that many versions examined,
         :class:`AsOfTooDeepError`.  ``created_at`` is stored with millisecond precision.
         """
@@ -363,45 +408,44 @@ class CassandraProfileStore:
 
     async def append(self, record: SummaryRecord,
                      digests: Mapping[str, str] | None = None) -> None:
-        """Claim ``record.version`` (one Paxos round), then index its events and move the
-        current row (one plain write: an unlogged batch on the user's partition key).  The caller
-        passes the version it read as ``record.previous_version``: no re-read here.  A version
-        that exists already (another writer, or a stale owner) raises VersionConflictError."""
+        """Store ``record`` and index its events: ONE conditional batch on the user's partition
+        (``INSERT <version row> IF NOT EXISTS`` + an index row per event), a single Paxos round
+        in which either all of it is written or nothing.  The caller passes the version it read
+        as ``record.previous_version``: no re-read here.  A version that exists already (another
+        writer, or a stale owner) raises VersionConflictError, and its index rows are not
+        written either."""
         if record.version != (record.previous_version or 0) + 1:
             raise VersionConflictError(
                 f"version {record.version} does not follow {record.previous_version}")
-        values = _to_values(record)
-        rows = await _execute(self._session, self._claim, values)
+        rows = await _execute(self._session, self._index_batch(
+            record.user_id, record.event_ids, record.version, digests,
+            claim=_to_values(record)))
         if not rows or not rows[0].applied:
             raise VersionConflictError(f"version {record.version} already exists")
-        # After the claim only: a stale owner whose claim failed must not touch either.  The
-        # current row and the dedupe index share the partition key (user_id), so one unlogged
-        # batch is one mutation on one replica set: one request instead of two.  On a loaded
-        # node requests, not bytes, are the cost: 0.815 of a bare INSERT IF NOT EXISTS against
-        # 0.77 as two parallel writes, 8 rounds side by side (`make bench` store: 0.755-0.795
-        # over two full runs, with the rest of the benchmarks loading the node).  Idempotent: a retry
-        # rewrites the same cells; a crash before it is repaired by the next update
-        # (service: events of the latest version are indexed again), and the current row by
-        # the next version (write timestamp = created_at).
-        digests = digests or {}
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED,
-                               consistency_level=ConsistencyLevel.LOCAL_QUORUM)
-        batch.add(self._advance, (*values, _write_ts(record)))
-        for event_id in record.event_ids:
-            batch.add(self._mark_applied,
-                      (record.user_id, event_id, record.version, digests.get(event_id)))
-        await _execute(self._session, batch)
 
     async def mark_applied(self, user_id: str, event_ids: Sequence[str], version: int,
                            digests: Mapping[str, str] | None = None) -> None:
-        """Record that ``version`` consumed ``event_ids`` (the dedupe index)."""
-        if not event_ids:
-            return
+        """Record that ``version`` consumed ``event_ids`` (the dedupe index), without a claim:
+        the updater's repair of index rows that a keyspace migrated from schema 0001-0007 may
+        lack."""
+        if event_ids:
+            await _execute(self._session, self._index_batch(user_id, event_ids, version, digests))
+
+    def _index_batch(self, user_id: str, event_ids: Sequence[str], version: int,
+                     digests: Mapping[str, str] | None, *,
+                     claim: Sequence[Any] | None = None) -> BatchStatement:
+        """One batch on the user's partition: index rows, behind the version claim if given
+        (a conditional batch: Paxos; without one, an unlogged batch: one plain write)."""
+        batch = BatchStatement(
+            batch_type=BatchType.LOGGED if claim else BatchType.UNLOGGED,
+            consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+            serial_consistency_level=ConsistencyLevel.LOCAL_SERIAL)
+        if claim is not None:
+            batch.add(self._claim, claim)
         digests = digests or {}
-        batch = BatchStatement(batch_type=BatchType.UNLOGGED)  # one partition
         for event_id in event_ids:
             batch.add(self._mark_applied, (user_id, event_id, version, digests.get(event_id)))
-        await _execute(self._session, batch)
+        return batch
 
     async def applied_event_ids(self, user_id: str, event_ids: Sequence[str]) -> set[str]:
         """Which of ``event_ids`` a stored version of the user already consumed (within the
@@ -415,16 +459,10 @@ class CassandraProfileStore:
         if not event_ids:
             return {}
         rows = await _execute(self._session, self._applied, (user_id, list(event_ids)))
-        return {r.event_id: r.digest or "" for r in rows}
+        return {r.key: r.digest or "" for r in rows}
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self._cluster.shutdown)
-
-
-def _write_ts(r: SummaryRecord) -> int:
-    """Write timestamp (µs) of a version's current-row write: its created_at at the ms precision
-    it is stored with, so a later version always has a larger one."""
-    return int(r.created_at.timestamp() * 1000) * 1000
 
 
 def _to_values(r: SummaryRecord) -> tuple[Any, ...]:
