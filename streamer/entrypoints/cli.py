@@ -665,8 +665,9 @@ def import_summaries(path: Path, no_progress: bool) -> None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_errors
 def rebuild_current_rows(topic: str | None, no_progress: bool) -> None:
-    """Rebuild the current rows from the compacted summaries topic (read from its beginning to
-    the end offsets at start): each user's latest version; deleted users are deleted."""
+    """Restore current versions from the compacted summaries topic (read from its beginning to
+    the end offsets at start): each user's latest version, where the store lost it (a stored
+    version is never overwritten); deleted users are deleted."""
     from tqdm import tqdm
 
     from ..adapters.kafka.topic_reader import read_topic
