@@ -253,25 +253,25 @@ def bench_from_results(doc: Mapping[str, Any], *, name: str,
 
 
 _RECORDED: dict[str, Any] = {"benchmarks": {
-    # bench/results/full-4.json (make bench, 2026-12-04, 2 vCPU AMD EPYC, 24 GB, Python 3.11.7)
-    "ingest": {"worker_events_per_s": 3240.466102979006},
-    "users": {"bytes_per_pending_user": 380.282953},
-    "pool": {"efficiency": 0.9930824454506719},
-    "fresh": {"window": {"max_age_s": 2.0}, "single_call_latency_s": 0.43504137392661985,
-              "levels": [{"level": 0.5, "p50_s": 2.6545240119999107, "p99_s": 3.3370583584600704},
-                         {"level": 0.9, "p50_s": 2.6991701479998937, "p99_s": 2.9255784551797843}]},
-    "store": {"median_versions_per_s": {"append": 307.59297525284944}},
+    # bench/results/full-5.json (make bench, 2026-12-04, 2 vCPU AMD EPYC, 24 GB, Python 3.11.7)
+    "ingest": {"worker_events_per_s": 3906.265685394783},
+    "users": {"bytes_per_pending_user": 380.311257},
+    "pool": {"efficiency": 0.994588787231344},
+    "fresh": {"window": {"max_age_s": 2.0}, "single_call_latency_s": 0.43668524332810044,
+              "levels": [{"level": 0.5, "p50_s": 2.6259856565002337, "p99_s": 3.210957160251387},
+                         {"level": 0.9, "p50_s": 2.6525538780006173, "p99_s": 2.8605731624201503}]},
+    "store": {"median_versions_per_s": {"append": 451.15947058132156}},
 }}
 """The measurements of the latest full run, as they appear in its results file (the test suite
-checks them against ``bench/results/full-4.json``)."""
+checks them against ``bench/results/full-5.json``)."""
 
 _NOTHING = BenchRatios(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, source="-")
 DEFAULT_BENCH, _TAKEN = bench_from_results(
-    _RECORDED, name="bench/results/full-4.json", fallback=_NOTHING)
+    _RECORDED, name="bench/results/full-5.json", fallback=_NOTHING)
 if len(_TAKEN) != len(BENCH_SOURCES):  # every recorded ratio must parse
     raise RuntimeError(f"recorded bench ratios incomplete: {_TAKEN}")
-"""The recorded ratios: ingest 3,240 ev/s/worker, 380 B/pending user, pool efficiency 0.993,
-308 versions/s/node, pipeline 0.26 s p50 / 0.90 s p99."""
+"""The recorded ratios: ingest 3,906 ev/s/worker, 380 B/pending user, pool efficiency 0.995,
+451 versions/s/node, pipeline 0.22 s p50 / 0.77 s p99."""
 
 
 # =========================================================================== GPUs and the model
@@ -644,7 +644,9 @@ def window_model(rate: float, max_age_s: float, max_events: int) -> WindowModel:
     return WindowModel(w, open_s, (open_s + inner) / w, p99, age_share)
 
 
-def _bytes(x: float) -> str:
+def human_bytes(x: float) -> str:
+    """3 significant digits in the largest unit it reaches once rounded (999.6 GB is 1 TB)."""
+    x = float(f"{x:.3g}")
     for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if abs(x) >= scale:
             return f"{x / scale:.3g} {unit}"
@@ -745,17 +747,17 @@ def plan(inputs: PlanInputs) -> Plan:
     kv_budget = GPU_MEMORY_UTILIZATION * gpu.memory_bytes - model.weight_bytes \
         - ACTIVATION_RESERVE_BYTES
     add("gpu_batch", "gpu", "sequences per GPU at saturation", batch, "sequences",
-        f"min(max_num_seqs {gpu.max_num_seqs}, (0.9 × {_bytes(gpu.memory_bytes)} - weights "
-        f"{_bytes(model.weight_bytes)} - reserve {_bytes(ACTIVATION_RESERVE_BYTES)}) / "
+        f"min(max_num_seqs {gpu.max_num_seqs}, (0.9 × {human_bytes(gpu.memory_bytes)} - weights "
+        f"{human_bytes(model.weight_bytes)} - reserve {human_bytes(ACTIVATION_RESERVE_BYTES)}) / "
         f"(({n(prompt)} + {n(completion)}/2) tokens × {n(model.kv_bytes_per_token)} B KV/token))"
-        f" = {_bytes(kv_budget)} / {_bytes(kv_seq)}")
+        f" = {human_bytes(kv_budget)} / {human_bytes(kv_seq)}")
     c_term, m_term = _terms(gpu, gpu.bf16_flops, model, prompt, completion, batch)
     gpu_s = add("gpu_seconds_per_call", "gpu", "GPU-seconds per call", c_term / eff.compute
                 + m_term / eff.bandwidth, "s",
                 f"({n(prompt)} + {n(completion)}) tokens × 2 × {n(model.matmul_params / 1e9)}e9 "
                 f"params / ({n(gpu.bf16_flops / 1e12)} TFLOPS × {n(eff.compute)}) + "
-                f"{n(completion)} × (weights {_bytes(model.weight_bytes)} + {batch} × "
-                f"{_bytes(kv_seq)} KV) / ({n(gpu.bandwidth_bytes_s / 1e12)} TB/s × "
+                f"{n(completion)} × (weights {human_bytes(model.weight_bytes)} + {batch} × "
+                f"{human_bytes(kv_seq)} KV) / ({n(gpu.bandwidth_bytes_s / 1e12)} TB/s × "
                 f"{n(eff.bandwidth)}) / {batch} = {n(c_term / eff.compute)} + "
                 f"{n(m_term / eff.bandwidth)}")
     j_prompt = JUDGE_PROMPT_TOKENS + p.summary_tokens
@@ -864,7 +866,7 @@ def plan(inputs: PlanInputs) -> Plan:
         pending_users * bench.pending_user_bytes, "bytes",
         f"pending users × bench {n(bench.pending_user_bytes)} B/pending user = "
         f"{n(pending_users)} × {n(bench.pending_user_bytes)}; "
-        f"{_bytes(pending_users * bench.pending_user_bytes / workers)} per worker")
+        f"{human_bytes(pending_users * bench.pending_user_bytes / workers)} per worker")
     pending_bytes = add("cassandra_pending_bytes", "buffer", "Cassandra pending tables",
                         (pending_events * (p.event_bytes + PENDING_ROW_EXTRA_BYTES)
                          + pending_users * PENDING_USER_ROW_BYTES) * p.cassandra_replication,
@@ -891,7 +893,7 @@ def plan(inputs: PlanInputs) -> Plan:
                       f"versions/day × row bytes × RF = {n(calls_day)} × {n(row_bytes)} × {rf}")
     history = add("cassandra_history_bytes", "cassandra",
                   f"version rows after {n(p.history_days)} days", history_day * p.history_days,
-                  "bytes", f"{_bytes(history_day)}/day × {n(p.history_days)} days (no TTL: "
+                  "bytes", f"{human_bytes(history_day)}/day × {n(p.history_days)} days (no TTL: "
                            "every version is kept)")
     dedupe_days = (p.dedupe_ttl_s + CASSANDRA_GC_GRACE_S) / day
     applied = add("cassandra_applied_bytes", "cassandra", "dedupe index rows (TTL)",
@@ -901,8 +903,8 @@ def plan(inputs: PlanInputs) -> Plan:
                   f"{APPLIED_ROW_BYTES} × {n(dedupe_days)} × {rf}")
     add("cassandra_total_bytes", "cassandra", "Cassandra on disk (all tables)",
         history + applied + pending_bytes, "bytes",
-        f"versions {_bytes(history)} + dedupe {_bytes(applied)} + "
-        f"pending {_bytes(pending_bytes)} (uncompressed payload)")
+        f"versions {human_bytes(history)} + dedupe {human_bytes(applied)} + "
+        f"pending {human_bytes(pending_bytes)} (uncompressed payload)")
     add("cassandra_writes_per_s", "cassandra", "version writes/s at peak", calls_s, "versions/s",
         f"= peak calls/s (one conditional batch each: one Paxos round); bench: "
         f"{n(bench.version_writes_per_s)}/s on "

@@ -1028,13 +1028,10 @@ def plan_inputs(settings: Settings, **given: Any) -> Any:
 
 
 def _plan_value(value: float, unit: str) -> str:
-    from ..domain.capacity import n
+    from ..domain.capacity import human_bytes, n
 
     if unit.startswith("bytes"):
-        for suffix, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-            if value >= scale:
-                return f"{value / scale:.3g} {suffix}{unit[5:]}"
-        return f"{value:.0f} B{unit[5:]}"
+        return f"{human_bytes(value)}{unit[5:]}"
     if unit == "s":
         return f"{value:.3g} s" if value >= 0.01 else f"{value * 1000:.3g} ms"
     return f"{n(round(value, 3) if value >= 1 else value)} {unit}"
