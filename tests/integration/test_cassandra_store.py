@@ -188,3 +188,14 @@ async def test_applied_digests_are_kept_with_the_dedupe_index(store):
     assert await store.applied_digests(user, ["a", "b", "c"]) == {"a": "da", "b": "db"}
     await store.append(record(user, 2, events=("c",)))  # no digests: recorded as unknown
     assert await store.applied_digests(user, ["c"]) == {"c": ""}
+
+
+async def test_a_large_window_is_one_conditional_batch(store):
+    """A version of 2,000 events with a 20 kB summary (well past Cassandra's batch size
+    warning, 5 KiB) is stored with all its dedupe rows: single-partition batches are not
+    size-checked, and the claim and the rows stay one Paxos round."""
+    user = "user-large"
+    events = tuple(f"big-{i:05d}" for i in range(2000))
+    await store.append(record(user, 1, summary="x" * 20_000, events=events))
+    assert (await store.get_current(user)).event_ids == events
+    assert await store.applied_event_ids(user, list(events)) == set(events)
