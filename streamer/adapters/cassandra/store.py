@@ -168,7 +168,7 @@ def _copy_into_profile_log(session: Session, settings: CassandraSettings) -> Non
     """Migration 0008's data step: every ``summary_history`` row becomes a version row of
     ``profile_log``, every ``applied_events`` row an index row with the TTL it had left.  Plain
     writes of the same values, so a step killed half-way is simply run again; meant to run
-    with the workers stopped (README, "Upgrading"): a version stored in the old tables after
+    with the workers stopped (README, "Tables"): a version stored in the old tables after
     the copy would not be seen."""
     ks = settings.keyspace
     claim = session.prepare(
