@@ -123,10 +123,10 @@ async def bench_store(users: int, versions: int, rounds: int) -> dict:
         f"{rounds} round(s)")
     store = await asyncio.to_thread(CassandraProfileStore.from_settings, settings)
     cluster, session = await asyncio.to_thread(connect, settings)
-    from streamer.adapters.cassandra.store import _INSERT_COLUMNS, _INSERT_VALUES, TABLE
+    from streamer.adapters.cassandra.store import _INSERT_VERSION
 
     # the baselines write the same version row into the same table, without the index rows
-    insert = f"INSERT INTO {ks}.{TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})"
+    insert = _INSERT_VERSION.format(keyspace=ks)
     plain = session.prepare(insert)
     plain.consistency_level = ConsistencyLevel.LOCAL_QUORUM
     lwt = session.prepare(f"{insert} IF NOT EXISTS")

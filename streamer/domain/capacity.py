@@ -9,7 +9,7 @@ numbers plugged in.  Three kinds of constants feed it, each kept in one place be
   sizes of the byte-exact AlignXplore+ prompt and of the bundled clickstream, counted with the
   real Qwen3 tokenizer; ``tests/unit/domain/test_capacity.py`` recounts them;
 * **measured by ``make bench``** (:class:`BenchRatios`, recorded from
-  ``bench/results/full-4.json``; ``streamer plan --bench FILE`` reads another results file);
+  ``bench/results/full-5.json``; ``streamer plan --bench FILE`` reads another results file);
 * **public GPU figures** (:data:`GPUS`: datasheet memory, bandwidth and BF16 dense FLOPS) turned
   into serving throughput by a two-term roofline whose two efficiencies are fitted
   (:func:`calibrate`) on NVIDIA's published TensorRT-LLM throughput of Llama-3.1-8B on one H100

@@ -49,7 +49,7 @@ async def test_backfill_writes_versions_like_the_stream(cassandra_port, unique, 
                 assert [h.version for h in history] == list(range(1, len(history) + 1))
                 assert [e for h in history for e in h.event_ids] == ids  # each once, in order
                 assert all(len(h.event_ids) <= 4 for h in history)
-                assert (await store.read_current_row(user_id)).version == len(history)
+                assert (await store.get_current(user_id)).version == len(history)
         finally:
             await store.aclose()
     finally:

@@ -68,7 +68,7 @@ async def run_worker(stack: Stack, log_dir, model_proc, per_user, *, timeout_s: 
         stats = httpx.get(f"http://127.0.0.1:{port}/stats", timeout=10).json()
         store = CassandraProfileStore.from_settings(settings, migrate_schema=False)
         try:
-            current = {uid: await store.read_current_row(uid) for uid in per_user}
+            current = {uid: await store.get_current(uid) for uid in per_user}
         finally:
             await store.aclose()
         return by_user, current, worker, stats

@@ -114,7 +114,7 @@ async def test_worker_end_to_end(kafka_bootstrap, cassandra_port, unique, log_di
                 history = await store.history(uid)
                 assert [(h.version, h.event_ids, h.summary) for h in history] == [
                     (c.version, c.event_ids, c.summary) for c in cs]
-                current = await store.read_current_row(uid)
+                current = await store.get_current(uid)
                 assert current is not None and current.version == cs[-1].version
                 assert current.summary == cs[-1].summary and current.summary.strip()
                 assert "</think>" not in current.summary

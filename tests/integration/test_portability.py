@@ -62,7 +62,7 @@ async def test_export_then_import_restores_every_version(store, cassandra_settin
     try:
         for user in users:
             assert await target.history(user) == await store.history(user)
-            assert await target.read_current_row(user) == await store.get_current(user)
+            assert await target.get_current(user) == await store.get_current(user)
         again = await asyncio.to_thread(cli, env_of(empty_keyspace), "import-summaries", str(out))
         assert again.returncode == 1 and "already has" in again.stderr
     finally:
@@ -93,7 +93,7 @@ async def test_rebuild_current_from_the_summaries_topic(store, cassandra_setting
     session.execute(f"DELETE FROM {cassandra_settings.keyspace}.profile_log "
                     "WHERE user_id = %s AND kind = 'v' AND seq = 2", (keep,))
     cluster.shutdown()
-    assert (await store.read_current_row(keep)).version == 1
+    assert (await store.get_current(keep)).version == 1
     env = {**env_of(cassandra_settings),
            "STREAMER_KAFKA__BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers}
     done = await asyncio.to_thread(cli, env, "rebuild-current", "--topic", topic)
@@ -101,9 +101,9 @@ async def test_rebuild_current_from_the_summaries_topic(store, cassandra_setting
     report = json.loads(done.stdout)
     assert report == {"records": 6, "current_rows_written": 4, "users_deleted": 2,
                       "skipped": 0}  # 4 versions; the deletion event and the tombstone
-    assert (await store.read_current_row(keep)).version == 2
+    assert (await store.get_current(keep)).version == 2
     assert await store.history(keep) == [record(keep, 1), record(keep, 2)]
-    assert await store.read_current_row(drop) is None
+    assert await store.get_current(drop) is None
 
 
 class _NoBuffer:

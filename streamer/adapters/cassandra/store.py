@@ -70,6 +70,10 @@ _RECORD_COLUMNS = (
 _COLUMNS = f"user_id, seq AS version, {_RECORD_COLUMNS}"
 _INSERT_COLUMNS = f"user_id, seq, {_RECORD_COLUMNS}, kind, key"
 _INSERT_VALUES = ", ".join("?" for _ in _INSERT_COLUMNS.split(",")[:-2]) + ", 'v', ''"
+# a version row (values: ``_to_values``) / a dedupe row: (user_id, event_id, version, digest)
+_INSERT_VERSION = f"INSERT INTO {{keyspace}}.{TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})"
+_INSERT_INDEX = (f"INSERT INTO {{keyspace}}.{TABLE} (user_id, kind, seq, key, version, digest) "
+                 "VALUES (?, 'e', 0, ?, ?, ?) USING TTL {ttl}")
 _VERSION_ROWS = "kind = 'v'"  # the slice of a user's partition that holds its versions
 # the tables of schema 0001-0007, copied into profile_log by migration 0008; still deleted by
 # ``forget`` (a keyspace migrated from them keeps their rows)
@@ -171,11 +175,8 @@ def _copy_into_profile_log(session: Session, settings: CassandraSettings) -> Non
     with the workers stopped (README, "Tables"): a version stored in the old tables after
     the copy would not be seen."""
     ks = settings.keyspace
-    claim = session.prepare(
-        f"INSERT INTO {ks}.{TABLE} ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})")
-    index = session.prepare(
-        f"INSERT INTO {ks}.{TABLE} (user_id, kind, seq, key, version, digest) "
-        "VALUES (?, 'e', 0, ?, ?, ?) USING TTL ?")
+    claim = session.prepare(_INSERT_VERSION.format(keyspace=ks))
+    index = session.prepare(_INSERT_INDEX.format(keyspace=ks, ttl="?"))
     legacy = _COLUMNS.replace("seq AS version", "version")
     copied = _copy_rows(session, f"SELECT {legacy} FROM {ks}.summary_history",
                         lambda row: (claim, (row.user_id, row.version, *row[2:])))
@@ -199,15 +200,16 @@ def _copy_rows(session: Session, select: str, write: Any) -> int:
         pending.append(session.execute_async(statement, values))
         if len(pending) >= _COPY_PAGE:
             copied += _drain(pending)
+            pending = []
             log.info("migration 0008: %d rows copied ...", copied)
     return copied + _drain(pending)
 
 
 def _drain(pending: list[Any]) -> int:
+    """Wait for the writes in flight (raising the first failure); how many there were."""
     for future in pending:
         future.result()
-    done, pending[:] = len(pending), []
-    return done
+    return len(pending)
 
 
 # Python steps run right after the CQL of their migration, before it is recorded as applied
@@ -260,15 +262,14 @@ class CassandraProfileStore:
         self._latest: PreparedStatement = prep(f"SELECT {_COLUMNS} {versions} LIMIT 1")
         self._history: PreparedStatement = prep(f"SELECT {_COLUMNS} {versions}")
         self._claim: PreparedStatement = prep(
-            f"INSERT INTO {log_table} ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) IF NOT EXISTS")
+            f"{_INSERT_VERSION.format(keyspace=ks)} IF NOT EXISTS")
         self._page: PreparedStatement = prep(
             f"SELECT {_COLUMNS} {versions} AND seq < ? LIMIT ?")
         self._stamps: PreparedStatement = prep(
             f"SELECT seq AS version, created_at {versions} AND seq < ? LIMIT ?")
         self._one: PreparedStatement = prep(f"SELECT {_COLUMNS} {versions} AND seq = ?")
         self._mark_applied: PreparedStatement = prep(
-            f"INSERT INTO {log_table} (user_id, kind, seq, key, version, digest) "
-            f"VALUES (?, 'e', 0, ?, ?, ?) USING TTL {int(dedupe_ttl_s)}")
+            _INSERT_INDEX.format(keyspace=ks, ttl=int(dedupe_ttl_s)))
         self._applied: PreparedStatement = prep(
             f"SELECT key, digest FROM {log_table} "
             "WHERE user_id = ? AND kind = 'e' AND seq = 0 AND key IN ?")
@@ -301,11 +302,6 @@ class CassandraProfileStore:
         """The user's highest stored version: the first version row of its partition."""
         rows = await _execute(self._session, self._latest, (user_id,))
         return _to_record(rows[0]) if rows else None
-
-    async def read_current_row(self, user_id: str) -> SummaryRecord | None:
-        """What the read API serves as the current summary (the same row as ``get_current``:
-        there is no separate current-row table since schema 0008)."""
-        return await self.get_current(user_id)
 
     async def scan_history(self) -> AsyncIterator[SummaryRecord]:
         """Every stored version of every user (a full scan of the version rows, in token
